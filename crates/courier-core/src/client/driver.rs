@@ -1,0 +1,381 @@
+//! The background task: polls rumqttc's event loop, turns its events into resolved
+//! publishes, subscription acknowledgements and deliveries, and reconnects with
+//! backoff.
+//!
+//! `EventLoop::poll` is not cancel safe once connected (a cancelled poll can lose a
+//! half-written packet, rumqttc #601), so while connected the task never races it
+//! against anything; it stops when rumqttc reports the DISCONNECT it was asked to
+//! send. While connecting or backing off, cancellation is safe and used.
+
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use rumqttc::{
+    ConnectReturnCode, ConnectionError, Event as WireEvent, EventLoop, MqttState, Outgoing, Packet,
+    Publish, QoS as WireQoS, SubscribeReasonCode,
+};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::events::{ConnectionState, Event};
+use super::inbound::Admission;
+use super::outbound::subscribe_packets;
+use super::publish::wire_qos;
+use super::router::{Delivery, Offer, Sink};
+use super::{Client, Shared};
+use crate::error::{ConnectError, PublishError, RefusedReason};
+use crate::message::{Message, MessageParts};
+use crate::qos::QoS;
+
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    eventloop: EventLoop,
+    /// Reports the first connect's outcome to `connect()`; `None` for `start()`.
+    first: Option<oneshot::Sender<Result<(), ConnectError>>>,
+    targets: Vec<Sink>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        eventloop: EventLoop,
+        first: Option<oneshot::Sender<Result<(), ConnectError>>>,
+    ) -> Self {
+        Driver {
+            shared,
+            eventloop,
+            first,
+            targets: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let fail_fast = self.first.is_some();
+        let mut failures: u32 = 0;
+        let mut ever_connected = false;
+        let graceful = loop {
+            let attempt = failures + 1;
+            if ever_connected {
+                self.shared
+                    .state
+                    .send_replace(ConnectionState::Reconnecting);
+                self.callback_reconnect(attempt);
+            }
+            let shutdown = self.shared.shutdown.clone();
+            let result = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break true,
+                r = self.connect_once() => r,
+            };
+            match result {
+                Ok(session_present) => {
+                    failures = 0;
+                    ever_connected = true;
+                    self.on_connected(session_present);
+                    if let Some(first) = self.first.take() {
+                        let _ = first.send(Ok(()));
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(attempt, %error, "courier: connect attempt failed");
+                    if fail_fast && !ever_connected {
+                        if let Some(first) = self.first.take() {
+                            let _ = first.send(Err(error));
+                        }
+                        break false;
+                    }
+                    self.shared.emit(Event::ConnectFailed {
+                        attempt,
+                        error: Arc::new(error),
+                    });
+                    let b = &self.shared.opts.builder;
+                    let backoff = if ever_connected {
+                        &b.reconnect_backoff
+                    } else {
+                        &b.start_backoff
+                    };
+                    let delay = backoff.delay(failures);
+                    self.shared.state.send_replace(if ever_connected {
+                        ConnectionState::Disconnected
+                    } else {
+                        ConnectionState::Connecting
+                    });
+                    self.shared.emit(Event::Reconnecting {
+                        attempt: attempt + 1,
+                        delay,
+                    });
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break true,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            }
+            let lost = loop {
+                match self.eventloop.poll().await {
+                    Ok(event) => {
+                        if !self.handle(event) {
+                            break None;
+                        }
+                    }
+                    Err(error) => break Some(error),
+                }
+            };
+            let Some(error) = lost else {
+                break true; // our DISCONNECT went out
+            };
+            self.on_connection_lost(&error);
+            if !self.shared.opts.builder.auto_reconnect || self.shared.shutdown.is_cancelled() {
+                break self.shared.shutdown.is_cancelled();
+            }
+        };
+        finish(&self.shared, graceful);
+    }
+
+    async fn connect_once(&mut self) -> Result<bool, ConnectError> {
+        let b = &self.shared.opts.builder;
+        if let Some(provider) = &b.credential_provider {
+            let creds = timeout(b.credential_timeout, provider.credentials())
+                .await
+                .map_err(|_| ConnectError::Credentials("credential provider timed out".into()))?
+                .map_err(ConnectError::Credentials)?;
+            self.eventloop
+                .mqtt_options
+                .set_credentials(creds.username(), creds.password().unwrap_or_default());
+        }
+        let host = self.shared.opts.host.as_str();
+        let deadline = Instant::now() + b.connect_timeout;
+        // Resolve first so a DNS failure is reported as one (rumqttc reports an io error).
+        match timeout_at(deadline, tokio::net::lookup_host((host, b.port))).await {
+            Err(_) => return Err(ConnectError::Timeout(b.connect_timeout)),
+            Ok(Err(source)) => {
+                return Err(ConnectError::Dns {
+                    host: host.to_owned(),
+                    source,
+                });
+            }
+            Ok(Ok(mut addrs)) => {
+                if addrs.next().is_none() {
+                    return Err(ConnectError::Dns {
+                        host: host.to_owned(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+                    });
+                }
+            }
+        }
+        // Safe to cancel: until CONNACK, rumqttc keeps no connection state.
+        match timeout_at(deadline, self.eventloop.poll()).await {
+            Err(_) => Err(ConnectError::Timeout(b.connect_timeout)),
+            Ok(Ok(WireEvent::Incoming(Packet::ConnAck(ack)))) => Ok(ack.session_present),
+            Ok(Ok(other)) => Err(ConnectError::Protocol(
+                format!("expected CONNACK, got {other:?}").into(),
+            )),
+            Ok(Err(e)) => Err(classify(e, b.connect_timeout)),
+        }
+    }
+
+    fn on_connected(&mut self, session_present: bool) {
+        let shared = &self.shared;
+        tracing::info!(session_present, client_id = %shared.opts.builder.client_id, "courier: connected");
+        if !session_present {
+            shared.inbound.on_session_lost();
+        }
+        let resubscribe = if session_present {
+            Vec::new()
+        } else {
+            subscribe_packets(
+                shared
+                    .router_read()
+                    .subscriptions()
+                    .into_iter()
+                    .map(|(filter, qos)| (filter, wire_qos(qos)))
+                    .collect(),
+            )
+        };
+        let mut first = shared.outbound().on_connack(
+            session_present,
+            shared.opts.builder.session_loss,
+            resubscribe,
+        );
+        first.extend(self.eventloop.pending.drain(..));
+        self.eventloop.pending = first;
+        rearm_pubrel(&mut self.eventloop.state, 1..=u16::MAX);
+        shared.state.send_replace(ConnectionState::Connected);
+        shared.emit(Event::Connected { session_present });
+        if let Some(callback) = &shared.opts.builder.on_connect {
+            tokio::spawn(callback(Client::unowned(shared.clone()), session_present));
+        }
+    }
+
+    fn on_connection_lost(&mut self, error: &ConnectionError) {
+        let reason = error.to_string();
+        tracing::warn!(%reason, "courier: connection lost");
+        let collision = self.eventloop.state.collision.take();
+        self.shared
+            .outbound()
+            .on_disconnect(&mut self.eventloop.pending, collision);
+        self.shared
+            .state
+            .send_replace(ConnectionState::Disconnected);
+        self.shared.emit(Event::Disconnected {
+            reason: reason.clone(),
+        });
+        if let Some(callback) = &self.shared.opts.builder.on_connection_lost {
+            tokio::spawn(callback(Client::unowned(self.shared.clone()), reason));
+        }
+    }
+
+    fn callback_reconnect(&self, attempt: u32) {
+        if let Some(callback) = &self.shared.opts.builder.on_reconnect {
+            tokio::spawn(callback(Client::unowned(self.shared.clone()), attempt));
+        }
+    }
+
+    /// Returns false when the client's DISCONNECT was sent.
+    fn handle(&mut self, event: WireEvent) -> bool {
+        match event {
+            WireEvent::Incoming(Packet::Publish(publish)) => self.on_message(publish),
+            WireEvent::Incoming(Packet::PubAck(ack)) => self.shared.outbound().on_puback(ack.pkid),
+            WireEvent::Incoming(Packet::PubRec(rec)) => self.shared.outbound().on_pubrec(rec.pkid),
+            WireEvent::Incoming(Packet::PubComp(comp)) => {
+                self.shared.outbound().on_pubcomp(comp.pkid)
+            }
+            WireEvent::Incoming(Packet::PubRel(rel)) => {
+                self.shared.inbound.on_pubrel(rel.pkid);
+                rearm_pubrel(&mut self.eventloop.state, [rel.pkid]);
+            }
+            WireEvent::Incoming(Packet::SubAck(ack)) => {
+                let codes = ack
+                    .return_codes
+                    .iter()
+                    .map(|code| match code {
+                        SubscribeReasonCode::Success(qos) => Some(*qos as u8),
+                        SubscribeReasonCode::Failure => None,
+                    })
+                    .collect();
+                self.shared.outbound().on_suback(ack.pkid, codes);
+            }
+            WireEvent::Incoming(Packet::UnsubAck(ack)) => {
+                self.shared.outbound().on_unsuback(ack.pkid)
+            }
+            WireEvent::Outgoing(Outgoing::Publish(pkid)) => {
+                self.shared.outbound().on_publish_sent(pkid)
+            }
+            WireEvent::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                self.shared.outbound().on_collision(pkid)
+            }
+            WireEvent::Outgoing(Outgoing::Subscribe(pkid)) => {
+                self.shared.outbound().on_subscribe_sent(pkid)
+            }
+            WireEvent::Outgoing(Outgoing::Unsubscribe(pkid)) => {
+                self.shared.outbound().on_unsubscribe_sent(pkid)
+            }
+            WireEvent::Outgoing(Outgoing::Disconnect) => return false,
+            _ => {}
+        }
+        true
+    }
+
+    fn on_message(&mut self, publish: Publish) {
+        let shared = &self.shared;
+        match shared.inbound.admit(publish.pkid, publish.qos) {
+            Admission::Deliver => {}
+            Admission::AckAgain => return shared.inbound.send_ack(publish.pkid, publish.qos),
+            Admission::Ignore => return,
+        }
+        let qos = match publish.qos {
+            WireQoS::AtMostOnce => QoS::AtMostOnce,
+            WireQoS::AtLeastOnce => QoS::AtLeastOnce,
+            WireQoS::ExactlyOnce => QoS::ExactlyOnce,
+        };
+        let (pkid, wire) = (publish.pkid, publish.qos);
+        let mut parts = MessageParts::new(publish.topic, publish.payload);
+        parts.qos = qos;
+        parts.retained = publish.retain;
+        parts.duplicate = publish.dup;
+        parts.packet_id = NonZeroU16::new(pkid);
+        let message = Message::from_parts(parts, shared.opts.builder.codec.clone());
+        shared
+            .router_read()
+            .matching(message.topic(), &mut self.targets);
+        let mut tokens = if qos == QoS::AtMostOnce {
+            Vec::new()
+        } else {
+            shared.inbound.register(pkid, wire, self.targets.len())
+        };
+        for sink in self.targets.drain(..) {
+            let delivery = Delivery {
+                message: message.clone(),
+                ack: tokens.pop(),
+            };
+            if let Offer::Dropped(Some(dropped)) = sink.offer(delivery) {
+                shared.emit(Event::SlowConsumer {
+                    filter: sink.label().to_owned(),
+                    dropped,
+                });
+            }
+        }
+    }
+}
+
+/// Tell rumqttc that a QoS 2 message is pending for these ids, so that a PUBREL for
+/// them is answered with PUBCOMP instead of tearing the connection down. rumqttc
+/// forgets its incoming QoS 2 ids at every disconnect (and never knew those of a
+/// previous process), so after a reconnect the broker's PUBRELs would be
+/// "unsolicited" (rumqttc #664); MQTT requires answering every PUBREL with PUBCOMP.
+fn rearm_pubrel(state: &mut MqttState, pkids: impl IntoIterator<Item = u16>) {
+    for pkid in pkids {
+        let mut marker = Publish::from_bytes(String::new(), WireQoS::ExactlyOnce, Bytes::new());
+        marker.pkid = pkid;
+        // With manual acks this only records the id and queues an event, which is
+        // removed again: nothing is sent or delivered.
+        if state
+            .handle_incoming_packet(Packet::Publish(marker))
+            .is_ok()
+        {
+            state.events.pop_back();
+        }
+    }
+}
+
+fn classify(error: ConnectionError, connect_timeout: std::time::Duration) -> ConnectError {
+    match error {
+        ConnectionError::ConnectionRefused(code) => ConnectError::Refused(match code {
+            ConnectReturnCode::RefusedProtocolVersion => RefusedReason::UnacceptableProtocolVersion,
+            ConnectReturnCode::BadClientId => RefusedReason::IdentifierRejected,
+            ConnectReturnCode::ServiceUnavailable => RefusedReason::ServerUnavailable,
+            ConnectReturnCode::BadUserNamePassword => RefusedReason::BadUserNamePassword,
+            ConnectReturnCode::NotAuthorized | ConnectReturnCode::Success => {
+                RefusedReason::NotAuthorized
+            }
+        }),
+        ConnectionError::NetworkTimeout => ConnectError::Timeout(connect_timeout),
+        ConnectionError::Io(e) => ConnectError::Tcp(e),
+        ConnectionError::Tls(e) => ConnectError::Tls(Box::new(e)),
+        other => ConnectError::Protocol(Box::new(other)),
+    }
+}
+
+/// Wind down: fail whatever is still waiting, end every subscription, mark stopped.
+pub(crate) fn finish(shared: &Shared, graceful: bool) {
+    shared.closing.store(true, Ordering::Release);
+    shared.shutdown.cancel();
+    shared.window.close();
+    shared.qos0_window.close();
+    shared.outbound().fail_all(|| {
+        if graceful {
+            PublishError::Closed
+        } else {
+            PublishError::ConnectionLost
+        }
+    });
+    shared.inbound.on_session_lost();
+    shared.router_write().clear();
+    if shared.state.send_replace(ConnectionState::Stopped) != ConnectionState::Stopped {
+        tracing::info!(client_id = %shared.opts.builder.client_id, "courier: stopped");
+        shared.emit(Event::Stopped);
+    }
+}

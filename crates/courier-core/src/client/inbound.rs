@@ -1,0 +1,261 @@
+//! Inbound bookkeeping: acknowledge each received QoS 1/2 message once every
+//! subscriber took it, in the order the messages arrived [MQTT-4.6.0-2/3], and
+//! deliver a QoS 2 message once however often the broker re-sends it before PUBREL.
+//!
+//! The client runs rumqttc with manual acknowledgements: a message is acknowledged
+//! only after its handlers finished or its streams yielded it, so the broker's own
+//! in-flight window holds back further messages while consumers are slow, and a
+//! crash before that point gets the message redelivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Publish, QoS as WireQoS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qos2 {
+    /// Delivered to subscribers, PUBREC not sent yet.
+    Delivering,
+    /// PUBREC sent, waiting for PUBREL.
+    Received,
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    pkid: u16,
+    qos: WireQoS,
+    remaining: usize,
+}
+
+/// What to do with an incoming publish.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// A new message: deliver it.
+    Deliver,
+    /// A QoS 2 re-send already delivered and acknowledged: answer PUBREC again.
+    AckAgain,
+    /// A QoS 2 re-send still being delivered: its PUBREC follows when done.
+    Ignore,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    epoch: u64,
+    next_seq: u64,
+    queue: VecDeque<Entry>,
+    qos2: HashMap<u16, Qos2>,
+}
+
+/// Shared between the driver (which registers messages) and the acknowledgement
+/// tokens held by subscribers.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    state: Mutex<State>,
+    requests: AsyncClient,
+}
+
+/// Completes one subscriber's share of a message when dropped.
+#[derive(Debug)]
+pub(crate) struct AckToken {
+    inbound: Arc<Inbound>,
+    epoch: u64,
+    seq: u64,
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        self.inbound.complete(self.epoch, self.seq);
+    }
+}
+
+impl Inbound {
+    pub(crate) fn new(requests: AsyncClient) -> Arc<Self> {
+        Arc::new(Inbound {
+            state: Mutex::new(State::default()),
+            requests,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decide what to do with a publish that just arrived.
+    pub(crate) fn admit(&self, pkid: u16, qos: WireQoS) -> Admission {
+        if qos != WireQoS::ExactlyOnce {
+            return Admission::Deliver;
+        }
+        let mut state = self.lock();
+        match state.qos2.get(&pkid) {
+            Some(Qos2::Received) => Admission::AckAgain,
+            Some(Qos2::Delivering) => Admission::Ignore,
+            None => {
+                state.qos2.insert(pkid, Qos2::Delivering);
+                Admission::Deliver
+            }
+        }
+    }
+
+    /// Register a QoS 1/2 message going to `subscribers` consumers and return one
+    /// token per consumer. With no consumer it is acknowledged at once.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        pkid: u16,
+        qos: WireQoS,
+        subscribers: usize,
+    ) -> Vec<AckToken> {
+        let (epoch, seq) = {
+            let mut state = self.lock();
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.queue.push_back(Entry {
+                seq,
+                pkid,
+                qos,
+                remaining: subscribers,
+            });
+            (state.epoch, seq)
+        };
+        if subscribers == 0 {
+            self.flush(epoch);
+            return Vec::new();
+        }
+        (0..subscribers)
+            .map(|_| AckToken {
+                inbound: self.clone(),
+                epoch,
+                seq,
+            })
+            .collect()
+    }
+
+    fn complete(&self, epoch: u64, seq: u64) {
+        {
+            let mut state = self.lock();
+            if state.epoch != epoch {
+                return;
+            }
+            if let Some(entry) = state.queue.iter_mut().find(|e| e.seq == seq) {
+                entry.remaining = entry.remaining.saturating_sub(1);
+            }
+        }
+        self.flush(epoch);
+    }
+
+    /// Send the acknowledgements at the head of the queue whose messages are done.
+    fn flush(&self, epoch: u64) {
+        let mut state = self.lock();
+        if state.epoch != epoch {
+            return;
+        }
+        while state.queue.front().is_some_and(|e| e.remaining == 0) {
+            let Some(entry) = state.queue.pop_front() else {
+                break;
+            };
+            if entry.qos == WireQoS::ExactlyOnce {
+                state.qos2.insert(entry.pkid, Qos2::Received);
+            }
+            self.send_ack(entry.pkid, entry.qos);
+        }
+    }
+
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) for `pkid`.
+    pub(crate) fn send_ack(&self, pkid: u16, qos: WireQoS) {
+        let mut publish = Publish::from_bytes(String::new(), qos, Bytes::new());
+        publish.pkid = pkid;
+        if let Err(e) = self.requests.try_ack(&publish) {
+            tracing::debug!(pkid, error = %e, "courier: acknowledgement not queued (client stopping)");
+        }
+    }
+
+    /// PUBREL: the QoS 2 exchange for `pkid` is over; the id may be reused.
+    pub(crate) fn on_pubrel(&self, pkid: u16) {
+        self.lock().qos2.remove(&pkid);
+    }
+
+    /// The broker has no session for us: forget every packet id of the old one.
+    pub(crate) fn on_session_lost(&self) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.queue.clear();
+        state.qos2.clear();
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{MqttOptions, Request};
+
+    fn inbound() -> (Arc<Inbound>, rumqttc::EventLoop) {
+        let (client, eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1883), 100);
+        (Inbound::new(client), eventloop)
+    }
+
+    /// The acknowledgements queued into rumqttc's channel so far. rumqttc moves its
+    /// channel into `pending` (dropping PUBACKs, which is why QoS 2 is used to observe
+    /// order) when `clean()` is called.
+    fn sent(eventloop: &mut rumqttc::EventLoop) -> Vec<u16> {
+        eventloop.clean();
+        eventloop
+            .pending
+            .drain(..)
+            .filter_map(|r| match r {
+                Request::PubRec(p) => Some(p.pkid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acks_go_out_in_arrival_order() {
+        let (inbound, mut el) = inbound();
+        let a = inbound.register(1, WireQoS::ExactlyOnce, 1);
+        let b = inbound.register(2, WireQoS::ExactlyOnce, 2);
+        drop(b);
+        assert!(sent(&mut el).is_empty(), "2 waits for 1 to be done");
+        drop(a);
+        assert_eq!(sent(&mut el), vec![1, 2]);
+        assert_eq!(inbound.queued(), 0);
+    }
+
+    #[test]
+    fn a_message_is_acked_after_every_subscriber() {
+        let (inbound, mut el) = inbound();
+        let mut tokens = inbound.register(9, WireQoS::ExactlyOnce, 3);
+        tokens.pop();
+        tokens.pop();
+        assert!(sent(&mut el).is_empty());
+        tokens.pop();
+        assert_eq!(sent(&mut el), vec![9]);
+    }
+
+    #[test]
+    fn qos2_resends_are_delivered_once() {
+        let (inbound, mut el) = inbound();
+        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Deliver);
+        let token = inbound.register(5, WireQoS::ExactlyOnce, 1);
+        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Ignore);
+        drop(token);
+        assert_eq!(sent(&mut el), vec![5]);
+        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::AckAgain);
+        inbound.on_pubrel(5);
+        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Deliver);
+    }
+
+    #[test]
+    fn tokens_of_a_lost_session_send_nothing() {
+        let (inbound, mut el) = inbound();
+        let token = inbound.register(3, WireQoS::ExactlyOnce, 1);
+        inbound.on_session_lost();
+        drop(token);
+        assert!(sent(&mut el).is_empty());
+    }
+}

@@ -1,0 +1,161 @@
+//! Starting and stopping: builds rumqttc's client and event loop from the options,
+//! spawns the driver task, and stops it gracefully.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, TlsConfiguration, Transport,
+};
+use tokio::sync::{Semaphore, broadcast, oneshot, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use super::driver::Driver;
+use super::events::ConnectionState;
+use super::inbound::Inbound;
+use super::options::ValidOptions;
+use super::outbound::Outbound;
+use super::publish::wire_qos;
+use super::router::Router;
+use super::{Client, Shared};
+use crate::error::{ConfigError, ConnectError};
+
+/// rumqttc's request channel is bounded; courier bounds what it puts in with its own
+/// windows, so the channel itself must never be the one to make a sender wait (the
+/// lock held while sending relies on that). flume allocates lazily.
+const REQUEST_CHANNEL_CAPACITY: usize = 1 << 24;
+
+pub(crate) async fn connect(opts: ValidOptions) -> Result<Client, ConnectError> {
+    let (client, first) = spawn(opts, true);
+    match first.await {
+        Ok(Ok(())) => Ok(client),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ConnectError::Closed),
+    }
+}
+
+pub(crate) fn start(opts: ValidOptions) -> Result<Client, ConfigError> {
+    let (client, _first) = spawn(opts, false);
+    Ok(client)
+}
+
+fn mqtt_options(opts: &ValidOptions) -> MqttOptions {
+    let b = &opts.builder;
+    let mut mqtt = MqttOptions::new(b.client_id.clone(), opts.host.clone(), b.port);
+    // Validated: zero or whole seconds >= 1, and a client id with persistent sessions,
+    // so neither setter can panic.
+    mqtt.set_keep_alive(b.keep_alive);
+    mqtt.set_clean_session(b.clean_session);
+    mqtt.set_max_packet_size(b.max_packet_size, b.max_packet_size);
+    // Packet ids cycle through twice the window so a slow acknowledgement rarely
+    // collides with a new publish.
+    mqtt.set_inflight(b.max_inflight.saturating_mul(2));
+    mqtt.set_manual_acks(true);
+    if let Some(creds) = &opts.static_credentials {
+        mqtt.set_credentials(creds.username(), creds.password().unwrap_or_default());
+    }
+    if let Some(tls) = &b.tls {
+        mqtt.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.rustls())));
+    }
+    if let Some(will) = &b.last_will {
+        mqtt.set_last_will(LastWill {
+            topic: will.topic.clone(),
+            message: will.payload.clone(),
+            qos: wire_qos(will.qos),
+            retain: will.retain,
+        });
+    }
+    mqtt
+}
+
+fn spawn(
+    opts: ValidOptions,
+    fail_fast: bool,
+) -> (Client, oneshot::Receiver<Result<(), ConnectError>>) {
+    let b = &opts.builder;
+    let (requests, mut eventloop): (AsyncClient, EventLoop) =
+        AsyncClient::new(mqtt_options(&opts), REQUEST_CHANNEL_CAPACITY);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(b.tcp_nodelay);
+    // rumqttc applies this to its own connect and to every flush.
+    let secs = b.connect_timeout.max(b.write_timeout).as_secs_f64().ceil() as u64;
+    network.set_connection_timeout(secs.max(1));
+    eventloop.set_network_options(network);
+
+    let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
+    let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
+    let pkid_range = b.max_inflight.saturating_mul(2);
+    let (state, _) = watch::channel(ConnectionState::Connecting);
+    let (events, _) = broadcast::channel(256);
+    let shared = Arc::new(Shared {
+        outbound: Mutex::new(Outbound::new(
+            pkid_range,
+            window.clone(),
+            qos0_window.clone(),
+        )),
+        window,
+        qos0_window,
+        inbound: Inbound::new(requests.clone()),
+        requests,
+        router: RwLock::new(Router::default()),
+        state,
+        events,
+        closing: AtomicBool::new(false),
+        shutdown: CancellationToken::new(),
+        driver: tokio::sync::Mutex::new(None),
+        opts,
+    });
+    let (first_tx, first_rx) = oneshot::channel();
+    let driver = Driver::new(shared.clone(), eventloop, fail_fast.then_some(first_tx));
+    let handle = tokio::spawn(driver.run());
+    if let Ok(mut slot) = shared.driver.try_lock() {
+        *slot = Some(handle);
+    }
+    (Client::owned(shared), first_rx)
+}
+
+pub(crate) async fn stop(shared: &Arc<Shared>) {
+    let first = !shared.closing.swap(true, Ordering::AcqRel);
+    if first {
+        wait_idle(shared, shared.opts.builder.graceful_shutdown).await;
+    }
+    shared.begin_shutdown();
+    let handle = shared.driver.lock().await.take();
+    match handle {
+        Some(mut handle) => {
+            // The DISCONNECT is written at once unless the connection is stuck;
+            // give it the write timeout, then cut.
+            let grace = shared.opts.builder.write_timeout + Duration::from_secs(1);
+            if timeout(grace, &mut handle).await.is_err() {
+                tracing::warn!("courier: driver did not stop in time; aborting it");
+                handle.abort();
+                let _ = handle.await;
+                super::driver::finish(shared, false);
+            }
+        }
+        None => {
+            let mut rx = shared.state.subscribe();
+            let _ = rx.wait_for(|s| *s == ConnectionState::Stopped).await;
+        }
+    }
+}
+
+/// Wait until nothing is in flight, or `period` passed.
+async fn wait_idle(shared: &Shared, period: Duration) {
+    let deadline = Instant::now() + period;
+    let idle = shared.outbound().idle_signal();
+    loop {
+        let notified = idle.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if shared.outbound().is_idle() {
+            return;
+        }
+        if timeout_at(deadline, notified).await.is_err() {
+            tracing::warn!("courier: graceful shutdown period over with messages still in flight");
+            return;
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The MQTT client: one connection to one broker, driven by rumqttc on a background
+//! task.
+//!
+//! Layout: [`options`] builds and validates; `lifecycle` starts and stops the
+//! background task that `driver` runs; `outbound` and `inbound` map courier's
+//! requests to rumqttc's packet ids and acknowledgements; `router` routes incoming
+//! messages to [`subscription`]s.
+
+mod backoff;
+mod credentials;
+mod driver;
+mod events;
+mod handler;
+mod inbound;
+mod info;
+mod lifecycle;
+mod options;
+mod outbound;
+mod publish;
+mod router;
+mod subscription;
+mod tls;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::Backoff;
+pub use credentials::{BoxFuture, CredentialProvider, Credentials};
+pub use events::{ConnectionState, Event, EventStream};
+pub use handler::{Handler, HandlerResult};
+pub use info::ClientInfo;
+pub use options::{ClientBuilder, MQTT_MAX_PACKET_SIZE, SessionLossPolicy};
+pub use publish::PublishBuilder;
+pub use subscription::{SubscribeBuilder, Subscription, SubscriptionHandle};
+pub use tls::TlsConfig;
+
+use crate::codec::Codec;
+use crate::error::UnsubscribeError;
+use options::ValidOptions;
+use outbound::Outbound;
+use router::Router;
+
+/// A handle to a running MQTT client. Cheap to clone; every clone drives the same
+/// connection.
+///
+/// Create one with [`Client::builder`]. The connection lives until [`Client::stop`] or
+/// until every handle made from the builder's client is dropped (handles given to
+/// message handlers do not keep it alive).
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use courier_core::{Client, QoS};
+///
+/// let client = Client::builder()
+///     .address("localhost", 1883)
+///     .client_id("orders-svc")
+///     .connect()
+///     .await?;
+/// client.publish("orders/created", r#"{"id":1}"#).qos(QoS::AtLeastOnce).await?;
+/// client.stop().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    _owner: Option<Arc<Owner>>,
+}
+
+/// Stops the client when the last user-held handle goes away.
+#[derive(Debug)]
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.begin_shutdown();
+    }
+}
+
+/// State shared by handles, the driver task, subscribers and handlers.
+pub(crate) struct Shared {
+    pub(crate) opts: ValidOptions,
+    pub(crate) requests: rumqttc::AsyncClient,
+    pub(crate) outbound: Mutex<Outbound>,
+    pub(crate) window: Arc<Semaphore>,
+    pub(crate) qos0_window: Arc<Semaphore>,
+    pub(crate) inbound: Arc<inbound::Inbound>,
+    pub(crate) router: RwLock<Router>,
+    pub(crate) state: watch::Sender<ConnectionState>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) closing: AtomicBool,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) driver: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("client_id", &self.opts.builder.client_id)
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn outbound(&self) -> MutexGuard<'_, Outbound> {
+        self.outbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn router_read(&self) -> std::sync::RwLockReadGuard<'_, Router> {
+        self.router.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn router_write(&self) -> std::sync::RwLockWriteGuard<'_, Router> {
+        self.router.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        tracing::debug!(%event, "courier event");
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Refuse new work and make the driver stop: with a DISCONNECT when connected
+    /// (it must not be interrupted mid-poll), by cancellation otherwise.
+    pub(crate) fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        let _ = self.requests.try_disconnect();
+        self.shutdown.cancel();
+    }
+}
+
+impl Client {
+    /// A builder with the defaults (see [`ClientBuilder`]).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    pub(crate) fn owned(shared: Arc<Shared>) -> Self {
+        Client {
+            _owner: Some(Arc::new(Owner(shared.clone()))),
+            shared,
+        }
+    }
+
+    /// A handle that does not keep the client running (for handlers and callbacks).
+    pub(crate) fn unowned(shared: Arc<Shared>) -> Self {
+        Client {
+            shared,
+            _owner: None,
+        }
+    }
+
+    /// True when the broker accepted the connection and it has not been lost since.
+    pub fn is_connected(&self) -> bool {
+        self.shared.state.borrow().is_connected()
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        *self.shared.state.borrow()
+    }
+
+    /// A watch of the connection state, to await changes.
+    pub fn state_watch(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Wait until connected (the Go `WaitForConnection`). Combine with
+    /// `tokio::time::timeout` to bound it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Closed`](crate::ConnectError::Closed) when the client stops first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait_connected(&self) -> Result<(), crate::ConnectError> {
+        let mut rx = self.shared.state.subscribe();
+        rx.wait_for(|s| s.is_connected() || *s == ConnectionState::Stopped)
+            .await
+            .map_err(|_| crate::ConnectError::Closed)
+            .and_then(|s| {
+                if s.is_connected() {
+                    Ok(())
+                } else {
+                    Err(crate::ConnectError::Closed)
+                }
+            })
+    }
+
+    /// Lifecycle events from now on (connected, disconnected, reconnecting, slow
+    /// consumers, handler failures, stopped).
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.shared.events.subscribe())
+    }
+
+    /// The codec used by [`publish_value`](Self::publish_value) and
+    /// [`Message::decode`](crate::Message::decode).
+    pub fn codec(&self) -> &dyn Codec {
+        &*self.shared.opts.builder.codec
+    }
+
+    /// The MQTT client id.
+    pub fn client_id(&self) -> &str {
+        &self.shared.opts.builder.client_id
+    }
+
+    /// The effective keep-alive interval.
+    pub fn keep_alive(&self) -> std::time::Duration {
+        self.shared.opts.builder.keep_alive
+    }
+
+    /// The effective write (acknowledgement) timeout.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        self.shared.opts.builder.write_timeout
+    }
+
+    /// The effective connect timeout.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        self.shared.opts.builder.connect_timeout
+    }
+
+    /// A snapshot of the client's configuration and state (the Go `InfoHandler`).
+    pub fn info(&self) -> ClientInfo {
+        let b = &self.shared.opts.builder;
+        ClientInfo {
+            addresses: vec![format!("{}:{}", self.shared.opts.host, b.port)],
+            client_id: b.client_id.clone(),
+            username: self
+                .shared
+                .opts
+                .static_credentials
+                .as_ref()
+                .map(|c| c.username().to_owned()),
+            clean_session: b.clean_session,
+            auto_reconnect: b.auto_reconnect,
+            connected: self.is_connected(),
+            subscriptions: self
+                .shared
+                .router_read()
+                .subscriptions()
+                .into_iter()
+                .map(|(f, q)| (f, q.as_u8()))
+                .collect(),
+            publishes_in_flight: self.shared.outbound().publishes_in_flight(),
+        }
+    }
+
+    /// Unsubscribe from `filters`: every local subscription on them ends, and the
+    /// broker is told to stop sending.
+    ///
+    /// # Errors
+    ///
+    /// Invalid or no filters (nothing sent), no UNSUBACK within the write timeout, or
+    /// the client is stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// The local subscriptions end at once; cancelling only stops waiting for the
+    /// broker's acknowledgement.
+    pub async fn unsubscribe<I, S>(&self, filters: I) -> Result<(), UnsubscribeError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let filters: Vec<String> = filters.into_iter().map(Into::into).collect();
+        subscription::unsubscribe(&self.shared, filters, true).await
+    }
+
+    /// Stop gracefully: refuse new work, wait up to the graceful shutdown period for
+    /// in-flight publishes to be acknowledged, send DISCONNECT, and wait for the
+    /// background task to end. Publishes still unacknowledged then fail with
+    /// [`PublishError::Closed`](crate::PublishError::Closed). Calling it again (from
+    /// any clone) waits for the same stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once called, the stop proceeds even if this future is dropped; awaiting it again
+    /// waits for the end.
+    pub async fn stop(&self) {
+        lifecycle::stop(&self.shared).await;
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.client_id())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,704 @@
+//! Outbound bookkeeping: maps each courier request to the packet id rumqttc gives it.
+//!
+//! rumqttc 0.25 assigns packet ids itself and reports no per-publish acknowledgement,
+//! only a stream of events. Courier's requests enter rumqttc's request channel in the
+//! same order as they are pushed onto the FIFOs here (both under one lock), and
+//! rumqttc emits `Outgoing::Publish(pkid)` (or `Outgoing::AwaitAck(pkid)` on a packet
+//! id collision) for first transmissions in that same order, so the front of the FIFO
+//! is always the request a first-transmission event is about. From then on the
+//! request is tracked by packet id until its PUBACK or PUBCOMP.
+//!
+//! Across a disconnect, rumqttc moves unacknowledged publishes and PUBRELs plus every
+//! request still in its channel into `EventLoop::pending`. [`Outbound::on_disconnect`]
+//! takes that list over (setting DUP on the retransmissions, which rumqttc forgets,
+//! and rescuing a publish stuck in rumqttc's collision slot, which it never clears),
+//! and [`Outbound::on_connack`] hands it back: unchanged when the broker kept the
+//! session, or rebuilt when it did not (rumqttc would drop it all): subscriptions
+//! re-made first, in-flight publishes re-published or failed by policy.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rumqttc::{Publish, QoS as WireQoS, Request, Subscribe, SubscribeFilter, Unsubscribe};
+use tokio::sync::{Notify, Semaphore, oneshot};
+
+use super::options::SessionLossPolicy;
+use crate::error::PublishError;
+
+pub(crate) type PublishResult = Result<(), PublishError>;
+/// Per subscribed filter, the granted QoS or `None` for a refusal (0x80).
+pub(crate) type SubackResult = Vec<Option<u8>>;
+
+/// A publish the caller is waiting on.
+#[derive(Debug)]
+pub(crate) struct PendingPublish {
+    pub(crate) waiter: Option<oneshot::Sender<PublishResult>>,
+    /// The packet, kept for QoS 1/2 so it can be re-published after a session loss.
+    pub(crate) packet: Option<Publish>,
+}
+
+impl PendingPublish {
+    fn resolve(mut self, result: PublishResult) {
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.send(result);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    publish: Option<PendingPublish>,
+    /// QoS 2 after PUBREC, waiting for PUBCOMP.
+    release: Option<PendingPublish>,
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE and who waits for its acknowledgement.
+#[derive(Debug)]
+pub(crate) struct PendingRequest<R, T> {
+    pub(crate) request: R,
+    pub(crate) waiter: Option<oneshot::Sender<T>>,
+}
+
+/// Requests matched to their acknowledgement by FIFO order, then packet id.
+#[derive(Debug)]
+struct AckQueue<R, T> {
+    queued: VecDeque<PendingRequest<R, T>>,
+    sent: VecDeque<(u16, PendingRequest<R, T>)>,
+    /// Sent before a disconnect and never acknowledged: rumqttc does not retransmit
+    /// these, so they are sent again after the next CONNACK.
+    lost: Vec<PendingRequest<R, T>>,
+}
+
+impl<R, T> Default for AckQueue<R, T> {
+    fn default() -> Self {
+        AckQueue {
+            queued: VecDeque::new(),
+            sent: VecDeque::new(),
+            lost: Vec::new(),
+        }
+    }
+}
+
+impl<R: Clone, T> AckQueue<R, T> {
+    fn on_sent(&mut self, pkid: u16) {
+        match self.queued.pop_front() {
+            Some(entry) => self.sent.push_back((pkid, entry)),
+            None => tracing::error!(pkid, "courier: untracked outgoing request"),
+        }
+    }
+
+    fn on_ack(&mut self, pkid: u16) -> Option<PendingRequest<R, T>> {
+        let at = self.sent.iter().position(|(id, _)| *id == pkid)?;
+        self.sent.remove(at).map(|(_, entry)| entry)
+    }
+
+    fn on_disconnect(&mut self) {
+        self.lost
+            .extend(self.sent.drain(..).map(|(_, entry)| entry));
+    }
+
+    /// Put `entries` at the FIFO front, in order, and return their requests, which
+    /// must be sent before anything else.
+    fn requeue_front(&mut self, entries: Vec<PendingRequest<R, T>>) -> Vec<R> {
+        let requests = entries.iter().map(|e| e.request.clone()).collect();
+        for entry in entries.into_iter().rev() {
+            self.queued.push_front(entry);
+        }
+        requests
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queued.is_empty() && self.sent.is_empty() && self.lost.is_empty()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = PendingRequest<R, T>> + '_ {
+        self.lost
+            .drain(..)
+            .chain(self.sent.drain(..).map(|(_, e)| e))
+            .chain(self.queued.drain(..))
+    }
+}
+
+/// What rumqttc had pending at a disconnect, sorted for the next CONNACK.
+#[derive(Debug, Default)]
+struct Replay {
+    /// Unacknowledged publishes (DUP set) and PUBRELs, by packet id.
+    resend: Vec<Request>,
+    /// Requests never sent (publishes without a packet id yet, subscribes, ...), in
+    /// FIFO order.
+    fresh: Vec<Request>,
+}
+
+/// The outbound half of a connection's state; lives behind one mutex.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    publishes: VecDeque<PendingPublish>,
+    slots: Vec<Slot>,
+    collided: Option<(u16, PendingPublish)>,
+    subscribes: AckQueue<Subscribe, SubackResult>,
+    unsubscribes: AckQueue<Unsubscribe, ()>,
+    replay: Option<Replay>,
+    window: Arc<Semaphore>,
+    qos0_window: Arc<Semaphore>,
+    idle: Arc<Notify>,
+}
+
+impl Outbound {
+    /// `pkid_range` is the id range rumqttc cycles through (its `inflight` option).
+    pub(crate) fn new(
+        pkid_range: u16,
+        window: Arc<Semaphore>,
+        qos0_window: Arc<Semaphore>,
+    ) -> Self {
+        let mut slots = Vec::new();
+        slots.resize_with(usize::from(pkid_range) + 1, Slot::default);
+        Outbound {
+            publishes: VecDeque::new(),
+            slots,
+            collided: None,
+            subscribes: AckQueue::default(),
+            unsubscribes: AckQueue::default(),
+            replay: None,
+            window,
+            qos0_window,
+            idle: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified whenever the last tracked publish resolves.
+    pub(crate) fn idle_signal(&self) -> Arc<Notify> {
+        self.idle.clone()
+    }
+
+    /// Record a publish just handed to rumqttc's request channel.
+    pub(crate) fn push_publish(&mut self, entry: PendingPublish) {
+        self.publishes.push_back(entry);
+    }
+
+    /// Undo the last [`push_publish`](Self::push_publish) when the channel refused it.
+    pub(crate) fn pop_last_publish(&mut self) -> Option<PendingPublish> {
+        self.publishes.pop_back()
+    }
+
+    pub(crate) fn push_subscribe(&mut self, entry: PendingRequest<Subscribe, SubackResult>) {
+        self.subscribes.queued.push_back(entry);
+    }
+
+    pub(crate) fn pop_last_subscribe(&mut self) {
+        self.subscribes.queued.pop_back();
+    }
+
+    pub(crate) fn push_unsubscribe(&mut self, entry: PendingRequest<Unsubscribe, ()>) {
+        self.unsubscribes.queued.push_back(entry);
+    }
+
+    pub(crate) fn pop_last_unsubscribe(&mut self) {
+        self.unsubscribes.queued.pop_back();
+    }
+
+    /// No publish, subscribe or unsubscribe is waiting for anything.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.publishes.is_empty()
+            && self.collided.is_none()
+            && self
+                .slots
+                .iter()
+                .all(|s| s.publish.is_none() && s.release.is_none())
+            && self.subscribes.is_empty()
+            && self.unsubscribes.is_empty()
+    }
+
+    /// Publishes waiting for an acknowledgement (sent or not).
+    pub(crate) fn publishes_in_flight(&self) -> usize {
+        self.publishes.len()
+            + usize::from(self.collided.is_some())
+            + self
+                .slots
+                .iter()
+                .map(|s| usize::from(s.publish.is_some()) + usize::from(s.release.is_some()))
+                .sum::<usize>()
+    }
+
+    fn finish(&mut self, entry: PendingPublish, qos0: bool, result: PublishResult) {
+        entry.resolve(result);
+        if qos0 {
+            self.qos0_window.add_permits(1);
+        } else {
+            self.window.add_permits(1);
+        }
+        if self.is_idle() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// `Outgoing::Publish(pkid)`: a publish was written to the connection.
+    pub(crate) fn on_publish_sent(&mut self, pkid: u16) {
+        if pkid == 0 {
+            match self.publishes.pop_front() {
+                Some(entry) => self.finish(entry, true, Ok(())),
+                None => tracing::error!("courier: untracked QoS 0 publish"),
+            }
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(usize::from(pkid)) else {
+            tracing::error!(pkid, "courier: packet id outside the tracked range");
+            return;
+        };
+        if slot.publish.is_some() {
+            return; // a retransmission of a tracked publish
+        }
+        let entry = match self.collided.take() {
+            Some((id, entry)) if id == pkid => Some(entry),
+            other => {
+                self.collided = other;
+                self.publishes.pop_front()
+            }
+        };
+        match entry {
+            Some(entry) => slot.publish = Some(entry),
+            None => tracing::error!(pkid, "courier: untracked publish"),
+        }
+    }
+
+    /// `Outgoing::AwaitAck(pkid)`: rumqttc found `pkid` still in use and parked the
+    /// request (the front of the FIFO) until that id is acknowledged.
+    pub(crate) fn on_collision(&mut self, pkid: u16) {
+        if let Some(entry) = self.publishes.pop_front() {
+            self.collided = Some((pkid, entry));
+        }
+    }
+
+    /// PUBACK.
+    pub(crate) fn on_puback(&mut self, pkid: u16) {
+        if let Some(entry) = self
+            .slots
+            .get_mut(usize::from(pkid))
+            .and_then(|s| s.publish.take())
+        {
+            self.finish(entry, false, Ok(()));
+        }
+    }
+
+    /// PUBREC: the broker has the QoS 2 message; the PUBREL/PUBCOMP leg follows.
+    pub(crate) fn on_pubrec(&mut self, pkid: u16) {
+        if let Some(slot) = self.slots.get_mut(usize::from(pkid)) {
+            if let Some(entry) = slot.publish.take() {
+                slot.release = Some(entry);
+            }
+        }
+    }
+
+    /// PUBCOMP.
+    pub(crate) fn on_pubcomp(&mut self, pkid: u16) {
+        if let Some(entry) = self
+            .slots
+            .get_mut(usize::from(pkid))
+            .and_then(|s| s.release.take())
+        {
+            self.finish(entry, false, Ok(()));
+        }
+    }
+
+    pub(crate) fn on_subscribe_sent(&mut self, pkid: u16) {
+        self.subscribes.on_sent(pkid);
+    }
+
+    pub(crate) fn on_suback(&mut self, pkid: u16, result: SubackResult) {
+        if let Some(entry) = self.subscribes.on_ack(pkid) {
+            if let Some(waiter) = entry.waiter {
+                let _ = waiter.send(result);
+            }
+        }
+        self.notify_if_idle();
+    }
+
+    pub(crate) fn on_unsubscribe_sent(&mut self, pkid: u16) {
+        self.unsubscribes.on_sent(pkid);
+    }
+
+    pub(crate) fn on_unsuback(&mut self, pkid: u16) {
+        if let Some(entry) = self.unsubscribes.on_ack(pkid) {
+            if let Some(waiter) = entry.waiter {
+                let _ = waiter.send(());
+            }
+        }
+        self.notify_if_idle();
+    }
+
+    fn notify_if_idle(&mut self) {
+        if self.is_idle() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// The connection broke and rumqttc moved what it had into `pending` (and
+    /// possibly its collision slot). Take both over until the next CONNACK.
+    pub(crate) fn on_disconnect(
+        &mut self,
+        pending: &mut VecDeque<Request>,
+        collision: Option<Publish>,
+    ) {
+        let mut replay = self.replay.take().unwrap_or_default();
+        if let Some(mut parked) = collision {
+            if let Some((_, entry)) = self.collided.take() {
+                self.publishes.push_front(entry);
+            }
+            parked.pkid = 0;
+            replay.fresh.insert(0, Request::Publish(parked));
+        }
+        for request in pending.drain(..) {
+            match request {
+                Request::Publish(mut publish) if publish.pkid != 0 => {
+                    publish.dup = true;
+                    replay.resend.push(Request::Publish(publish));
+                }
+                Request::PubRel(_) => replay.resend.push(request),
+                Request::Publish(_)
+                | Request::Subscribe(_)
+                | Request::Unsubscribe(_)
+                | Request::Disconnect(_) => replay.fresh.push(request),
+                // Acknowledgements of incoming messages belong to the old connection;
+                // the broker redelivers and they are sent again.
+                _ => {}
+            }
+        }
+        self.subscribes.on_disconnect();
+        self.unsubscribes.on_disconnect();
+        self.replay = Some(replay);
+    }
+
+    /// A CONNACK arrived. Returns the requests rumqttc must send first, in order.
+    ///
+    /// `resubscribe` is every active subscription, sent first when the broker has no
+    /// session for us.
+    pub(crate) fn on_connack(
+        &mut self,
+        session_present: bool,
+        policy: SessionLossPolicy,
+        resubscribe: Vec<Subscribe>,
+    ) -> VecDeque<Request> {
+        let replay = self.replay.take().unwrap_or_default();
+        let mut subscribes: Vec<_> = if session_present {
+            Vec::new()
+        } else {
+            resubscribe
+                .into_iter()
+                .map(|request| PendingRequest {
+                    request,
+                    waiter: None,
+                })
+                .collect()
+        };
+        subscribes.append(&mut self.subscribes.lost);
+        let lost_unsubscribes = std::mem::take(&mut self.unsubscribes.lost);
+        let mut out: VecDeque<Request> = self
+            .subscribes
+            .requeue_front(subscribes)
+            .into_iter()
+            .map(Request::Subscribe)
+            .collect();
+        out.extend(
+            self.unsubscribes
+                .requeue_front(lost_unsubscribes)
+                .into_iter()
+                .map(Request::Unsubscribe),
+        );
+
+        if session_present {
+            out.extend(replay.resend);
+        } else {
+            // The broker forgot every packet id: each tracked publish is either sent
+            // again as a new message or failed.
+            let mut again = Vec::new();
+            for slot in self.slots.iter_mut() {
+                for entry in [slot.release.take(), slot.publish.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    again.push(entry);
+                }
+            }
+            let mut failed = Vec::new();
+            for entry in again.into_iter().rev() {
+                match (policy, entry.packet.clone()) {
+                    (SessionLossPolicy::Republish, Some(mut packet)) => {
+                        packet.pkid = 0;
+                        packet.dup = false;
+                        self.publishes.push_front(entry);
+                        out_fresh_front(&mut out, Request::Publish(packet));
+                    }
+                    _ => failed.push(entry),
+                }
+            }
+            for entry in failed {
+                self.finish(entry, false, Err(PublishError::SessionLost));
+            }
+        }
+        out.extend(replay.fresh);
+        out
+    }
+
+    /// Fail everything still tracked (the client is stopping or gave up).
+    pub(crate) fn fail_all(&mut self, error: impl Fn() -> PublishError) {
+        let mut entries: Vec<(PendingPublish, bool)> = Vec::new();
+        for entry in self.publishes.drain(..) {
+            let qos0 = entry.packet.is_none();
+            entries.push((entry, qos0));
+        }
+        if let Some((_, entry)) = self.collided.take() {
+            entries.push((entry, false));
+        }
+        for slot in self.slots.iter_mut() {
+            entries.extend(slot.publish.take().map(|e| (e, false)));
+            entries.extend(slot.release.take().map(|e| (e, false)));
+        }
+        for (entry, qos0) in entries {
+            self.finish(entry, qos0, Err(error()));
+        }
+        self.subscribes.drain().for_each(drop);
+        self.unsubscribes.drain().for_each(drop);
+        self.replay = None;
+        self.idle.notify_waiters();
+    }
+}
+
+/// Insert a re-published packet before the first not-yet-sent publish already in
+/// `out`, keeping subscriptions first.
+fn out_fresh_front(out: &mut VecDeque<Request>, request: Request) {
+    let at = out
+        .iter()
+        .position(|r| matches!(r, Request::Publish(_) | Request::PubRel(_)))
+        .unwrap_or(out.len());
+    out.insert(at, request);
+}
+
+/// The SUBSCRIBE packets that re-make `filters`, at most 64 filters each.
+pub(crate) fn subscribe_packets(filters: Vec<(String, WireQoS)>) -> Vec<Subscribe> {
+    filters
+        .chunks(64)
+        .map(|chunk| {
+            Subscribe::new_many(
+                chunk
+                    .iter()
+                    .map(|(path, qos)| SubscribeFilter::new(path.clone(), *qos)),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        out: Outbound,
+        window: Arc<Semaphore>,
+    }
+
+    fn fixture(range: u16) -> Fixture {
+        let window = Arc::new(Semaphore::new(0));
+        let qos0 = Arc::new(Semaphore::new(0));
+        Fixture {
+            out: Outbound::new(range, window.clone(), qos0),
+            window,
+        }
+    }
+
+    fn publish(out: &mut Outbound, topic: &str, qos: WireQoS) -> oneshot::Receiver<PublishResult> {
+        let (tx, rx) = oneshot::channel();
+        let packet = (qos != WireQoS::AtMostOnce)
+            .then(|| Publish::new(topic, qos, topic.as_bytes().to_vec()));
+        out.push_publish(PendingPublish {
+            waiter: Some(tx),
+            packet,
+        });
+        rx
+    }
+
+    fn done(rx: &mut oneshot::Receiver<PublishResult>) -> Option<bool> {
+        rx.try_recv().ok().map(|r| r.is_ok())
+    }
+
+    #[test]
+    fn acks_resolve_the_publish_that_got_that_packet_id() {
+        let Fixture { mut out, window } = fixture(10);
+        let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
+        let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
+        let mut c = publish(&mut out, "c", WireQoS::AtMostOnce);
+        out.on_publish_sent(1);
+        out.on_publish_sent(2);
+        out.on_publish_sent(0);
+        assert_eq!(done(&mut c), Some(true), "QoS 0 resolves when written");
+        out.on_puback(2);
+        assert_eq!(done(&mut b), Some(true));
+        assert_eq!(done(&mut a), None, "a is not acked yet");
+        out.on_puback(1);
+        assert_eq!(done(&mut a), Some(true));
+        assert_eq!(window.available_permits(), 2);
+        assert!(out.is_idle());
+    }
+
+    #[test]
+    fn qos2_resolves_on_pubcomp_not_pubrec() {
+        let Fixture { mut out, .. } = fixture(10);
+        let mut a = publish(&mut out, "a", WireQoS::ExactlyOnce);
+        out.on_publish_sent(1);
+        out.on_pubrec(1);
+        assert_eq!(done(&mut a), None);
+        // rumqttc may reuse id 1 for a new publish once PUBREC freed it.
+        let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
+        out.on_publish_sent(1);
+        out.on_puback(1);
+        assert_eq!(done(&mut b), Some(true));
+        assert_eq!(done(&mut a), None);
+        out.on_pubcomp(1);
+        assert_eq!(done(&mut a), Some(true));
+    }
+
+    #[test]
+    fn a_collision_is_resolved_when_the_id_frees() {
+        let Fixture { mut out, .. } = fixture(2);
+        let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
+        let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
+        out.on_publish_sent(1);
+        out.on_collision(1); // b got id 1 too and was parked
+        out.on_puback(1);
+        assert_eq!(done(&mut a), Some(true));
+        out.on_publish_sent(1); // rumqttc sends the parked publish
+        assert_eq!(done(&mut b), None);
+        out.on_puback(1);
+        assert_eq!(done(&mut b), Some(true));
+    }
+
+    #[test]
+    fn retransmits_keep_their_mapping_and_get_dup() {
+        let Fixture { mut out, .. } = fixture(10);
+        let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
+        let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
+        out.on_publish_sent(1);
+        // Connection drops: rumqttc's pending holds a's retransmission and b, unsent.
+        let mut sent_a = Publish::new("a", WireQoS::AtLeastOnce, b"a".to_vec());
+        sent_a.pkid = 1;
+        let mut pending = VecDeque::from([
+            Request::Publish(sent_a),
+            Request::Publish(Publish::new("b", WireQoS::AtLeastOnce, b"b".to_vec())),
+        ]);
+        out.on_disconnect(&mut pending, None);
+        let replay = out.on_connack(true, SessionLossPolicy::Republish, vec![]);
+        assert!(matches!(&replay[0], Request::Publish(p) if p.pkid == 1 && p.dup));
+        assert!(matches!(&replay[1], Request::Publish(p) if p.pkid == 0 && !p.dup));
+        out.on_publish_sent(1); // retransmission of a
+        out.on_publish_sent(2); // b, first transmission
+        out.on_puback(2);
+        assert_eq!(done(&mut b), Some(true));
+        assert_eq!(done(&mut a), None);
+        out.on_puback(1);
+        assert_eq!(done(&mut a), Some(true));
+    }
+
+    #[test]
+    fn session_loss_republishes_or_fails_by_policy() {
+        for policy in [SessionLossPolicy::Republish, SessionLossPolicy::Fail] {
+            let Fixture { mut out, .. } = fixture(10);
+            let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
+            let mut q2 = publish(&mut out, "q2", WireQoS::ExactlyOnce);
+            out.on_publish_sent(1);
+            out.on_publish_sent(2);
+            out.on_pubrec(2);
+            let mut sent_a = Publish::new("a", WireQoS::AtLeastOnce, b"a".to_vec());
+            sent_a.pkid = 1;
+            let mut pending = VecDeque::from([
+                Request::Publish(sent_a),
+                Request::PubRel(rumqttc::PubRel::new(2)),
+            ]);
+            out.on_disconnect(&mut pending, None);
+            let resub = subscribe_packets(vec![("x/#".into(), WireQoS::AtLeastOnce)]);
+            let replay = out.on_connack(false, policy, resub);
+            assert!(
+                matches!(&replay[0], Request::Subscribe(_)),
+                "resubscribe first"
+            );
+            match policy {
+                SessionLossPolicy::Republish => {
+                    let topics: Vec<_> = replay
+                        .iter()
+                        .filter_map(|r| match r {
+                            Request::Publish(p) if p.pkid == 0 && !p.dup => Some(p.topic.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    assert_eq!(topics, vec!["a", "q2"]);
+                    out.on_subscribe_sent(3);
+                    out.on_publish_sent(4);
+                    out.on_publish_sent(5);
+                    out.on_puback(4);
+                    out.on_pubrec(5);
+                    out.on_pubcomp(5);
+                    assert_eq!(done(&mut a), Some(true));
+                    assert_eq!(done(&mut q2), Some(true));
+                }
+                _ => {
+                    assert_eq!(replay.len(), 1);
+                    assert_eq!(done(&mut a), Some(false));
+                    assert_eq!(done(&mut q2), Some(false));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_parked_collision_is_rescued_at_disconnect() {
+        let Fixture { mut out, .. } = fixture(2);
+        let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
+        let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
+        out.on_publish_sent(1);
+        out.on_collision(1);
+        let mut parked = Publish::new("b", WireQoS::AtLeastOnce, b"b".to_vec());
+        parked.pkid = 1;
+        let mut sent_a = Publish::new("a", WireQoS::AtLeastOnce, b"a".to_vec());
+        sent_a.pkid = 1;
+        let mut pending = VecDeque::from([Request::Publish(sent_a)]);
+        out.on_disconnect(&mut pending, Some(parked));
+        let replay = out.on_connack(true, SessionLossPolicy::Republish, vec![]);
+        assert_eq!(replay.len(), 2);
+        assert!(matches!(&replay[1], Request::Publish(p) if p.pkid == 0 && p.topic == "b"));
+        out.on_publish_sent(1);
+        out.on_publish_sent(2);
+        out.on_puback(1);
+        out.on_puback(2);
+        assert_eq!(done(&mut a), Some(true));
+        assert_eq!(done(&mut b), Some(true));
+    }
+
+    #[test]
+    fn subscribes_lost_in_flight_are_sent_again() {
+        let Fixture { mut out, .. } = fixture(10);
+        let (tx, mut rx) = oneshot::channel();
+        let sub = Subscribe::new("t", WireQoS::AtLeastOnce);
+        out.push_subscribe(PendingRequest {
+            request: sub,
+            waiter: Some(tx),
+        });
+        out.on_subscribe_sent(1);
+        out.on_disconnect(&mut VecDeque::new(), None);
+        let replay = out.on_connack(true, SessionLossPolicy::Republish, vec![]);
+        assert!(matches!(&replay[0], Request::Subscribe(_)));
+        out.on_subscribe_sent(7);
+        out.on_suback(7, vec![Some(1)]);
+        assert_eq!(rx.try_recv().ok(), Some(vec![Some(1)]));
+        assert!(out.is_idle());
+    }
+
+    #[test]
+    fn fail_all_resolves_every_waiter() {
+        let Fixture { mut out, .. } = fixture(10);
+        let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
+        let mut b = publish(&mut out, "b", WireQoS::AtMostOnce);
+        out.on_publish_sent(1);
+        out.fail_all(|| PublishError::Closed);
+        assert_eq!(done(&mut a), Some(false));
+        assert_eq!(done(&mut b), Some(false));
+        assert!(out.is_idle());
+    }
+}

@@ -1,0 +1,413 @@
+//! Subscribing: [`SubscribeBuilder`], the [`Subscription`] stream, handler tasks and
+//! unsubscribing.
+
+use std::future::{Future, IntoFuture};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+use super::handler::Handler;
+use super::outbound::PendingRequest;
+use super::publish::wire_qos;
+use super::router::{Source, queue};
+use super::{Client, Event, Shared};
+use crate::error::{SubscribeError, UnsubscribeError, quote_input};
+use crate::message::Message;
+use crate::qos::QoS;
+use crate::topic::{TopicFilter, validate_topic_filter};
+
+/// A subscription being set up. Await it for a [`Subscription`] stream, or call
+/// [`handler`](Self::handler) for the callback style.
+#[must_use = "a subscription does nothing until awaited"]
+#[derive(Debug)]
+pub struct SubscribeBuilder<'a> {
+    client: &'a Client,
+    filters: Vec<(String, Option<QoS>)>,
+    qos: QoS,
+    buffer: Option<usize>,
+}
+
+impl<'a> SubscribeBuilder<'a> {
+    /// The QoS for filters given without one (default [`QoS::AtLeastOnce`]).
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// How many QoS 0 messages may wait before new ones are dropped (default: the
+    /// client's `subscription_buffer`).
+    pub fn buffer(mut self, n: usize) -> Self {
+        self.buffer = Some(n.max(1));
+        self
+    }
+
+    fn label(&self) -> String {
+        let filters: Vec<&str> = self.filters.iter().map(|(f, _)| f.as_str()).collect();
+        filters.join(",")
+    }
+
+    /// Run `handler` for every message, one at a time, on its own task. Resolves once
+    /// the broker granted the subscription (SUBACK).
+    ///
+    /// # Errors
+    ///
+    /// Invalid or no filters (nothing sent), a filter refused by the broker (SUBACK
+    /// 0x80), no SUBACK within the write timeout, or the client is stopped. On any
+    /// error no filter of this call stays subscribed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancelling after the SUBSCRIBE was sent leaves the handler
+    /// installed. Call [`Client::unsubscribe`] to be sure.
+    pub async fn handler<H: Handler>(
+        self,
+        handler: H,
+    ) -> Result<SubscriptionHandle, SubscribeError> {
+        let capacity = self
+            .buffer
+            .unwrap_or(self.client.shared.opts.builder.subscription_buffer);
+        let (sink, mut source) = queue(capacity, &self.label());
+        let (routes, filters) = subscribe(self.client, self.filters, self.qos, sink).await?;
+        let shared = self.client.shared.clone();
+        let client = Client::unowned(shared.clone());
+        tokio::spawn(async move {
+            while let Some(delivery) = source.recv().await {
+                let topic = delivery.message.topic().to_owned();
+                let outcome = AssertUnwindSafe(handler.handle(client.clone(), delivery.message))
+                    .catch_unwind()
+                    .await;
+                let error = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("handler panicked".to_owned()),
+                };
+                if let Some(error) = error {
+                    tracing::warn!(%topic, %error, "courier: message handler failed");
+                    shared.emit(Event::HandlerFailed { topic, error });
+                }
+                drop(delivery.ack);
+            }
+        });
+        Ok(SubscriptionHandle {
+            shared: self.client.shared.clone(),
+            routes,
+            filters,
+        })
+    }
+}
+
+impl<'a> IntoFuture for SubscribeBuilder<'a> {
+    type Output = Result<Subscription, SubscribeError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancelling after the SUBSCRIBE was sent may leave the broker
+    /// subscribed (messages are then acknowledged and discarded).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let capacity = self
+                .buffer
+                .unwrap_or(self.client.shared.opts.builder.subscription_buffer);
+            let (sink, source) = queue(capacity, &self.label());
+            let (routes, filters) = subscribe(self.client, self.filters, self.qos, sink).await?;
+            Ok(Subscription {
+                shared: self.client.shared.clone(),
+                source,
+                routes,
+                filters,
+                unsubscribed: false,
+            })
+        })
+    }
+}
+
+impl Client {
+    /// Subscribe to one topic filter (`+` and `#` wildcards, `$share/<group>/...`).
+    /// Await the builder for a [`Subscription`] stream, or call
+    /// [`SubscribeBuilder::handler`].
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscribeBuilder::handler`].
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`SubscribeBuilder::handler`].
+    pub fn subscribe(&self, filter: impl Into<String>) -> SubscribeBuilder<'_> {
+        SubscribeBuilder {
+            client: self,
+            filters: vec![(filter.into(), None)],
+            qos: QoS::default(),
+            buffer: None,
+        }
+    }
+
+    /// Subscribe to several filters in one SUBSCRIBE, each with its QoS (the Go
+    /// `SubscribeMultiple`). One stream or handler receives them all, once per message
+    /// even where filters overlap.
+    ///
+    /// # Errors
+    ///
+    /// See [`SubscribeBuilder::handler`].
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`SubscribeBuilder::handler`].
+    pub fn subscribe_many<I, S>(&self, filters: I) -> SubscribeBuilder<'_>
+    where
+        I: IntoIterator<Item = (S, QoS)>,
+        S: Into<String>,
+    {
+        SubscribeBuilder {
+            client: self,
+            filters: filters
+                .into_iter()
+                .map(|(f, q)| (f.into(), Some(q)))
+                .collect(),
+            qos: QoS::default(),
+            buffer: None,
+        }
+    }
+}
+
+async fn subscribe(
+    client: &Client,
+    requested: Vec<(String, Option<QoS>)>,
+    default_qos: QoS,
+    sink: super::router::Sink,
+) -> Result<(Vec<u64>, Vec<String>), SubscribeError> {
+    let shared = &client.shared;
+    if requested.is_empty() {
+        return Err(SubscribeError::NoFilters);
+    }
+    let mut parsed = Vec::with_capacity(requested.len());
+    for (filter, qos) in requested {
+        let topic_filter =
+            TopicFilter::new(filter.as_str()).map_err(|source| SubscribeError::InvalidFilter {
+                filter: quote_input(&filter),
+                source,
+            })?;
+        parsed.push((topic_filter, qos.unwrap_or(default_qos)));
+    }
+    if shared.is_closing() {
+        return Err(SubscribeError::Closed);
+    }
+    // Route first: the broker sends retained messages right after its SUBACK.
+    let routes: Vec<u64> = {
+        let mut router = shared.router_write();
+        parsed
+            .iter()
+            .map(|(f, q)| router.add(f.clone(), *q, sink.clone()))
+            .collect()
+    };
+    let filters: Vec<String> = parsed.iter().map(|(f, _)| f.as_str().to_owned()).collect();
+    let packet = rumqttc::Subscribe::new_many(
+        parsed
+            .iter()
+            .map(|(f, q)| rumqttc::SubscribeFilter::new(f.as_str().to_owned(), wire_qos(*q))),
+    );
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut outbound = shared.outbound();
+        outbound.push_subscribe(PendingRequest {
+            request: packet.clone(),
+            waiter: Some(tx),
+        });
+        if shared.requests.try_subscribe_many(packet.filters).is_err() {
+            outbound.pop_last_subscribe();
+            drop(outbound);
+            shared.router_write().remove(&routes);
+            return Err(SubscribeError::Closed);
+        }
+    }
+    let write_timeout = shared.opts.builder.write_timeout;
+    let failure = match timeout(write_timeout, rx).await {
+        Ok(Ok(codes)) => {
+            let refused: Vec<String> = filters
+                .iter()
+                .zip(codes.iter().chain(std::iter::repeat(&None)))
+                .filter(|(_, code)| code.is_none())
+                .map(|(f, _)| f.clone())
+                .collect();
+            if refused.is_empty() {
+                return Ok((routes, filters));
+            }
+            SubscribeError::Rejected(refused)
+        }
+        Ok(Err(_)) => SubscribeError::Closed,
+        Err(_) => SubscribeError::Timeout(write_timeout),
+    };
+    let unused = shared.router_write().remove(&routes);
+    unsubscribe_unused(shared, unused);
+    Err(failure)
+}
+
+/// Queue one UNSUBSCRIBE per filter (rumqttc sends one filter per packet).
+fn queue_unsubscribes(
+    shared: &Shared,
+    filters: Vec<String>,
+    wait: bool,
+) -> Result<Vec<oneshot::Receiver<()>>, UnsubscribeError> {
+    let mut outbound = shared.outbound();
+    let mut receivers = Vec::new();
+    for filter in filters {
+        let (tx, rx) = oneshot::channel();
+        outbound.push_unsubscribe(PendingRequest {
+            request: rumqttc::Unsubscribe::new(filter.clone()),
+            waiter: wait.then_some(tx),
+        });
+        if shared.requests.try_unsubscribe(filter).is_err() {
+            outbound.pop_last_unsubscribe();
+            return Err(UnsubscribeError::Closed);
+        }
+        receivers.push(rx);
+    }
+    Ok(receivers)
+}
+
+/// Tell the broker to drop filters no local subscription uses, without waiting.
+fn unsubscribe_unused(shared: &Shared, filters: Vec<String>) {
+    if filters.is_empty() || shared.is_closing() {
+        return;
+    }
+    let _ = queue_unsubscribes(shared, filters, false);
+}
+
+pub(crate) async fn unsubscribe(
+    shared: &Arc<Shared>,
+    filters: Vec<String>,
+    remove_routes: bool,
+) -> Result<(), UnsubscribeError> {
+    if filters.is_empty() {
+        return Err(UnsubscribeError::NoFilters);
+    }
+    for filter in &filters {
+        validate_topic_filter(filter).map_err(|source| UnsubscribeError::InvalidFilter {
+            filter: quote_input(filter),
+            source,
+        })?;
+    }
+    if shared.is_closing() {
+        return Err(UnsubscribeError::Closed);
+    }
+    if remove_routes {
+        shared.router_write().remove_filters(&filters);
+    }
+    let receivers = queue_unsubscribes(shared, filters, true)?;
+    let write_timeout = shared.opts.builder.write_timeout;
+    match timeout(write_timeout, join_all(receivers)).await {
+        Ok(results) if results.iter().all(Result::is_ok) => Ok(()),
+        Ok(_) => Err(UnsubscribeError::Closed),
+        Err(_) => Err(UnsubscribeError::Timeout(write_timeout)),
+    }
+}
+
+/// A stream of the messages matching a subscription. Each QoS 1/2 message is
+/// acknowledged to the broker when the stream yields it, so an unread stream holds
+/// back the broker (nothing is lost); QoS 0 messages beyond the buffer are dropped.
+///
+/// Dropping it unsubscribes (the broker is told once no other subscription uses the
+/// filter).
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+    source: Source,
+    routes: Vec<u64>,
+    filters: Vec<String>,
+    unsubscribed: bool,
+}
+
+impl Subscription {
+    /// The next message; `None` once the client stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken only when this resolves.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let delivery = self.source.recv().await?;
+        Some(delivery.message)
+    }
+
+    /// The filters of this subscription.
+    pub fn filters(&self) -> &[String] {
+        &self.filters
+    }
+
+    /// Unsubscribe and wait for the broker's UNSUBACK (when no other subscription
+    /// uses the filters; otherwise only this stream ends).
+    ///
+    /// # Errors
+    ///
+    /// No UNSUBACK within the write timeout, or the client is stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// The stream ends at once; cancelling only stops waiting for the broker.
+    pub async fn unsubscribe(mut self) -> Result<(), UnsubscribeError> {
+        self.unsubscribed = true;
+        let unused = self.shared.router_write().remove(&self.routes);
+        if unused.is_empty() {
+            return Ok(());
+        }
+        unsubscribe(&self.shared, unused, false).await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.source.poll_recv(cx).map(|d| d.map(|d| d.message))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.unsubscribed {
+            let unused = self.shared.router_write().remove(&self.routes);
+            unsubscribe_unused(&self.shared, unused);
+        }
+    }
+}
+
+/// A handler subscription. The handler keeps running when this is dropped; call
+/// [`unsubscribe`](Self::unsubscribe) (or [`Client::unsubscribe`]) to end it.
+#[derive(Debug)]
+pub struct SubscriptionHandle {
+    shared: Arc<Shared>,
+    routes: Vec<u64>,
+    filters: Vec<String>,
+}
+
+impl SubscriptionHandle {
+    /// The filters of this subscription.
+    pub fn filters(&self) -> &[String] {
+        &self.filters
+    }
+
+    /// Stop the handler (after the message it is handling) and unsubscribe at the
+    /// broker when no other subscription uses the filters.
+    ///
+    /// # Errors
+    ///
+    /// No UNSUBACK within the write timeout, or the client is stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// The handler stops at once; cancelling only stops waiting for the broker.
+    pub async fn unsubscribe(self) -> Result<(), UnsubscribeError> {
+        let unused = self.shared.router_write().remove(&self.routes);
+        if unused.is_empty() {
+            return Ok(());
+        }
+        unsubscribe(&self.shared, unused, false).await
+    }
+}

@@ -1,0 +1,116 @@
+//! TLS through rustls (with the `ring` provider, so no C toolchain beyond `cc` is needed).
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::error::{BoxError, ConfigError};
+
+/// TLS settings for the broker connection.
+#[derive(Clone)]
+pub struct TlsConfig {
+    config: Arc<ClientConfig>,
+}
+
+impl TlsConfig {
+    /// Use a ready rustls configuration (ALPN, client auth, custom verifiers, ...).
+    pub fn from_rustls(config: Arc<ClientConfig>) -> Self {
+        TlsConfig { config }
+    }
+
+    /// Trust the operating system's root certificates.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] when no root certificate could be loaded.
+    pub fn native_roots() -> Result<Self, ConfigError> {
+        let mut roots = RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        for cert in loaded.certs {
+            // Skip certificates rustls cannot parse rather than fail the whole store.
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            return Err(ConfigError::Tls("no usable native root certificate".into()));
+        }
+        Self::build(roots, None)
+    }
+
+    /// Trust the CA certificates in `ca_pem` (PEM text), optionally presenting a
+    /// client certificate chain and key (PEM) for mutual TLS.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] when the PEM holds no certificate, or the key is invalid.
+    pub fn from_pem(
+        ca_pem: &[u8],
+        client_auth: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, ConfigError> {
+        let tls_err = |e: BoxError| ConfigError::Tls(e);
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| tls_err(Box::new(e)))?;
+            roots.add(cert).map_err(|e| tls_err(Box::new(e)))?;
+        }
+        if roots.is_empty() {
+            return Err(tls_err("no CA certificate in the PEM input".into()));
+        }
+        let client_auth = match client_auth {
+            None => None,
+            Some((chain, key)) => {
+                let chain = CertificateDer::pem_slice_iter(chain)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| tls_err(Box::new(e)))?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_err(Box::new(e)))?;
+                Some((chain, key))
+            }
+        };
+        Self::build(roots, client_auth)
+    }
+
+    fn build(
+        roots: RootCertStore,
+        client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Self, ConfigError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Tls(Box::new(e)))?
+            .with_root_certificates(roots);
+        let config = match client_auth {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ConfigError::Tls(Box::new(e)))?,
+        };
+        Ok(TlsConfig {
+            config: Arc::new(config),
+        })
+    }
+
+    pub(crate) fn rustls(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("alpn_protocols", &self.config.alpn_protocols.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_without_certificates_is_a_config_error() {
+        let err = TlsConfig::from_pem(b"not a pem", None).err();
+        assert!(matches!(err, Some(ConfigError::Tls(_))));
+    }
+}

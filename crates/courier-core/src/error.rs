@@ -1,0 +1,375 @@
+//! Errors, one type per operation.
+//!
+//! Foreign errors (rumqttc, serde, io) are kept as [`source`](std::error::Error::source)s
+//! rather than public variants, so upgrading a dependency never breaks a `match`.
+
+use std::time::Duration;
+
+use crate::topic::TopicError;
+
+/// A type-erased error, as used by tower and async-nats.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A payload could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode {type_name} with the {codec} codec")]
+pub struct EncodeError {
+    codec: &'static str,
+    type_name: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+impl EncodeError {
+    /// An encode error of `codec` for a value of type `type_name`.
+    pub fn new(codec: &'static str, type_name: &'static str, source: impl Into<BoxError>) -> Self {
+        EncodeError {
+            codec,
+            type_name,
+            source: source.into(),
+        }
+    }
+
+    /// The codec that failed, e.g. `"json"`.
+    pub fn codec(&self) -> &'static str {
+        self.codec
+    }
+
+    /// The Rust type that was being encoded.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+}
+
+/// A payload could not be decoded into the requested type.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {type_name} with the {codec} codec")]
+pub struct DecodeError {
+    codec: &'static str,
+    type_name: &'static str,
+    #[source]
+    source: BoxError,
+}
+
+impl DecodeError {
+    /// A decode error of `codec` for the target type `type_name`.
+    pub fn new(codec: &'static str, type_name: &'static str, source: impl Into<BoxError>) -> Self {
+        DecodeError {
+            codec,
+            type_name,
+            source: source.into(),
+        }
+    }
+
+    /// The codec that failed, e.g. `"json"`.
+    pub fn codec(&self) -> &'static str {
+        self.codec
+    }
+
+    /// The Rust type the payload was to be decoded into.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+}
+
+/// Invalid client options, reported by `build()`/`connect()` before anything is sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No broker address was given.
+    #[error("no broker address: set one with `address` or `url`")]
+    MissingAddress,
+    /// The address or URL could not be understood.
+    #[error("invalid broker address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Keep-alive must be zero (off) or whole seconds from 1 to 65,535.
+    #[error("keep-alive {0:?} is out of range: use zero or 1 s to 65535 s")]
+    KeepAlive(Duration),
+    /// MQTT 3.1.1 requires a client id when the session is persistent [MQTT-3.1.3-7].
+    #[error("an empty client id requires clean_session(true)")]
+    EmptyClientIdWithPersistentSession,
+    /// MQTT 3.1.1 forbids a password without a user name [MQTT-3.1.2-22].
+    #[error("a password was set without a user name")]
+    PasswordWithoutUsername,
+    /// A numeric option is out of its range.
+    #[error("{option} = {value} is out of range ({range})")]
+    OutOfRange {
+        /// The option's name.
+        option: &'static str,
+        /// The value given.
+        value: u64,
+        /// The accepted range, in words.
+        range: &'static str,
+    },
+    /// A duration option that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// The client must be started from within a Tokio runtime.
+    #[error("no Tokio runtime: build the client from within a Tokio runtime")]
+    NoRuntime,
+    /// The TLS configuration could not be built.
+    #[error("invalid TLS configuration")]
+    Tls(#[source] BoxError),
+}
+
+/// Why the broker refused a connection (the CONNACK return code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusedReason {
+    /// 0x01: the broker does not speak MQTT 3.1.1.
+    UnacceptableProtocolVersion,
+    /// 0x02: the client id was rejected.
+    IdentifierRejected,
+    /// 0x03: the MQTT service is unavailable.
+    ServerUnavailable,
+    /// 0x04: bad user name or password.
+    BadUserNamePassword,
+    /// 0x05: the client is not authorized to connect.
+    NotAuthorized,
+}
+
+impl RefusedReason {
+    /// The CONNACK return code.
+    pub fn code(self) -> u8 {
+        match self {
+            RefusedReason::UnacceptableProtocolVersion => 1,
+            RefusedReason::IdentifierRejected => 2,
+            RefusedReason::ServerUnavailable => 3,
+            RefusedReason::BadUserNamePassword => 4,
+            RefusedReason::NotAuthorized => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for RefusedReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            RefusedReason::UnacceptableProtocolVersion => "unacceptable protocol version",
+            RefusedReason::IdentifierRejected => "client identifier rejected",
+            RefusedReason::ServerUnavailable => "server unavailable",
+            RefusedReason::BadUserNamePassword => "bad user name or password",
+            RefusedReason::NotAuthorized => "not authorized",
+        };
+        write!(f, "{text} (return code {})", self.code())
+    }
+}
+
+/// A connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The broker answered CONNACK with a refusal.
+    #[error("broker refused the connection: {0}")]
+    Refused(RefusedReason),
+    /// No CONNACK within the connect timeout.
+    #[error("no CONNACK within {0:?}")]
+    Timeout(Duration),
+    /// The host name could not be resolved.
+    #[error("cannot resolve {host}")]
+    Dns {
+        /// The host that failed to resolve.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP connection failed (refused, reset, unreachable).
+    #[error("TCP connection failed")]
+    Tcp(#[source] std::io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed")]
+    Tls(#[source] BoxError),
+    /// The credential provider failed or timed out.
+    #[error("credential provider failed")]
+    Credentials(#[source] BoxError),
+    /// The broker broke the protocol during the handshake.
+    #[error("protocol error during connect")]
+    Protocol(#[source] BoxError),
+    /// The client was stopped before it connected.
+    #[error("client stopped")]
+    Closed,
+    /// The options are invalid; nothing was attempted.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl ConnectError {
+    /// The broker's refusal reason, if the broker refused.
+    pub fn refused_reason(&self) -> Option<RefusedReason> {
+        match self {
+            ConnectError::Refused(reason) => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// True if the attempt timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ConnectError::Timeout(_))
+    }
+}
+
+/// A publish failed. A publish that returns an error may still have reached the broker
+/// only when the error says so ([`PublishError::may_have_been_delivered`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The topic name is invalid; nothing was sent.
+    #[error("invalid topic name {topic:?}")]
+    InvalidTopic {
+        /// The topic as given (truncated to 200 characters).
+        topic: String,
+        /// The rule it breaks.
+        #[source]
+        source: TopicError,
+    },
+    /// The packet would exceed the maximum packet size; nothing was sent.
+    #[error("publish packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge {
+        /// The encoded packet size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The payload could not be encoded; nothing was sent.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// No acknowledgement within the timeout. The message may still be delivered: it
+    /// stays in flight and is retransmitted after a reconnect.
+    #[error("no acknowledgement within {0:?}")]
+    Timeout(Duration),
+    /// The broker lost the session holding this message and the client is configured
+    /// to fail rather than re-publish ([`SessionLossPolicy::Fail`](crate::client::SessionLossPolicy)).
+    #[error("the broker lost the session before acknowledging the message")]
+    SessionLost,
+    /// The connection was lost and the client does not reconnect.
+    #[error("connection lost before the broker acknowledged the message")]
+    ConnectionLost,
+    /// The client is stopped or stopping; nothing more is sent.
+    #[error("client stopped")]
+    Closed,
+    /// A middleware rejected or failed the publish.
+    #[error("publish middleware failed")]
+    Middleware(#[source] BoxError),
+}
+
+impl PublishError {
+    /// True for [`PublishError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PublishError::Timeout(_))
+    }
+
+    /// True for [`PublishError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PublishError::Closed)
+    }
+
+    /// True when the message may have reached the broker despite the error.
+    pub fn may_have_been_delivered(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Timeout(_)
+                | PublishError::SessionLost
+                | PublishError::ConnectionLost
+                | PublishError::Closed
+        )
+    }
+}
+
+/// A subscribe failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A topic filter is invalid; nothing was sent.
+    #[error("invalid topic filter {filter:?}")]
+    InvalidFilter {
+        /// The filter as given (truncated to 200 characters).
+        filter: String,
+        /// The rule it breaks.
+        #[source]
+        source: TopicError,
+    },
+    /// No filter was given.
+    #[error("no topic filter given")]
+    NoFilters,
+    /// The broker refused these filters (SUBACK return code 0x80).
+    #[error("broker refused the subscription to {0:?}")]
+    Rejected(Vec<String>),
+    /// No SUBACK within the timeout.
+    #[error("no SUBACK within {0:?}")]
+    Timeout(Duration),
+    /// The client is stopped or stopping.
+    #[error("client stopped")]
+    Closed,
+}
+
+impl SubscribeError {
+    /// True for [`SubscribeError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SubscribeError::Timeout(_))
+    }
+}
+
+/// An unsubscribe failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsubscribeError {
+    /// A topic filter is invalid; nothing was sent.
+    #[error("invalid topic filter {filter:?}")]
+    InvalidFilter {
+        /// The filter as given (truncated to 200 characters).
+        filter: String,
+        /// The rule it breaks.
+        #[source]
+        source: TopicError,
+    },
+    /// No filter was given.
+    #[error("no topic filter given")]
+    NoFilters,
+    /// No UNSUBACK within the timeout.
+    #[error("no UNSUBACK within {0:?}")]
+    Timeout(Duration),
+    /// The client is stopped or stopping.
+    #[error("client stopped")]
+    Closed,
+}
+
+/// Shortens user input quoted in an error message.
+pub(crate) fn quote_input(input: &str) -> String {
+    const LIMIT: usize = 200;
+    if input.len() <= LIMIT {
+        return input.to_owned();
+    }
+    let mut end = LIMIT;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &input[..end], input.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_input_truncates_long_input_on_a_char_boundary() {
+        let long = "é".repeat(300);
+        let quoted = quote_input(&long);
+        assert!(quoted.starts_with(&"é".repeat(100)));
+        assert!(quoted.ends_with("(600 bytes)"));
+        assert_eq!(quote_input("a/b"), "a/b");
+    }
+
+    #[test]
+    fn refused_reason_reports_its_code() {
+        assert_eq!(RefusedReason::NotAuthorized.code(), 5);
+        assert_eq!(
+            RefusedReason::BadUserNamePassword.to_string(),
+            "bad user name or password (return code 4)"
+        );
+    }
+}
