@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BoxError, DecodeError, EncodeError};
 
+/// Re-exported so codec authors use the same version courier does.
+pub use erased_serde;
+
 /// Receives the erased deserializer a [`Codec`] builds over the payload bytes.
 ///
 /// Implemented by [`decode_value`]; codec authors only call [`DecodeVisitor::visit`].

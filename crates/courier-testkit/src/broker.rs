@@ -117,6 +117,25 @@ impl TestBroker {
         self.mosquitto("kill")?.kill().await
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is answered,
+    /// like a stalled broker or a half-open link. Undo with [`resume`](Self::resume).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] for the embedded broker.
+    pub fn pause(&mut self) -> io::Result<()> {
+        self.mosquitto("pause")?.freeze(true)
+    }
+
+    /// Resumes a [`pause`](Self::pause)d broker (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] for the embedded broker.
+    pub fn resume(&mut self) -> io::Result<()> {
+        self.mosquitto("resume")?.freeze(false)
+    }
+
     /// Starts the broker again on the SAME port with the same config and
     /// persistence directory (after [`stop`](Self::stop) or
     /// [`kill`](Self::kill)). Waits until it accepts TCP connections.

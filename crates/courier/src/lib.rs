@@ -1,0 +1,74 @@
+//! # courier
+//!
+//! An opinionated MQTT client for Rust, the port of Gojek's
+//! [Courier](https://github.com/gojek/courier-go). It wraps
+//! [`rumqttc`](https://docs.rs/rumqttc) and adds what a production service needs:
+//!
+//! - **Publishes that resolve on the broker's acknowledgement** (PUBACK for QoS 1,
+//!   PUBCOMP for QoS 2), pipelined through an in-flight window, never hanging past a
+//!   timeout.
+//! - **Typed payloads** through codecs (JSON by default).
+//! - **Subscriptions** as a `Stream` or a handler, re-made after every reconnect that
+//!   lost the session; slow consumers never stall the connection.
+//! - **Reconnects** with exponential backoff and jitter; in-flight publishes are
+//!   retransmitted (with DUP) or re-published, never silently dropped.
+//! - **Typed errors** for every bad input, checked before anything is sent.
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use courier::{Client, QoS};
+//!
+//! let client = Client::builder()
+//!     .address("localhost", 1883)
+//!     .client_id("quickstart")
+//!     .connect()
+//!     .await?;
+//!
+//! let mut orders = client.subscribe("orders/+").qos(QoS::AtLeastOnce).await?;
+//! client.publish_value("orders/created", &serde_json::json!({"id": 1})).await?;
+//! if let Some(msg) = orders.recv().await {
+//!     let order: serde_json::Value = msg.decode()?;
+//!     println!("{}: {order}", msg.topic());
+//! }
+//! client.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! | Feature | Description | Default |
+//! |---|---|---|
+//! | `json` | [`Json<T>`](Json), to publish or decode JSON whatever the client's codec | yes |
+//! | `full` | Every feature | no |
+//!
+//! JSON as the client's default codec ([`JsonCodec`]) is always available.
+//!
+//! ## Important notes
+//!
+//! - Awaiting a publish waits for the broker. To fire many, spawn or join them: they
+//!   pipeline through the in-flight window (`ClientBuilder::max_inflight`).
+//! - With a persistent session (the default, `clean_session(false)`), the broker
+//!   delivers messages queued while the client was away right after connecting. To
+//!   receive them, subscribe before the connection is up: build with
+//!   [`ClientBuilder::start`] and subscribe at once.
+//! - Incoming QoS 1/2 messages are acknowledged only after every matching handler
+//!   finished (or every stream yielded them), in arrival order.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use courier_core::*;
+
+/// JSON payloads: [`Json<T>`](json::Json) and [`JsonCodec`](json::JsonCodec).
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+pub mod json {
+    pub use courier_codec_json::*;
+}
+
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+pub use courier_codec_json::Json;
+
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
