@@ -79,3 +79,13 @@ pub async fn assert_silent(sub: &mut Subscription, quiet: Duration) {
 pub fn needs_mosquitto(broker: &TestBroker, test: &str) -> bool {
     !broker.skip_unless_restartable(test)
 }
+
+/// True when the suite runs against Mosquitto; otherwise prints why `test` is skipped.
+/// For tests that need Mosquitto before a broker is started (e.g. password files).
+pub fn mosquitto_mode(test: &str) -> bool {
+    let mosquitto = matches!(courier_testkit::BrokerKind::from_env(), Ok(courier_testkit::BrokerKind::Mosquitto));
+    if !mosquitto {
+        eprintln!("SKIP {test}: needs a real Mosquitto, COURIER_TEST_BROKER=embedded");
+    }
+    mosquitto
+}

@@ -1,0 +1,261 @@
+//! Subscribing: wildcard routing, several filters, handlers that publish, slow
+//! handlers, unsubscribing, refused subscriptions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use courier::{Client, Event, Message, QoS, SubscribeError};
+use courier_integration_tests::{assert_silent, broker, client, recv_n};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+#[tokio::test]
+async fn messages_route_to_every_matching_filter() {
+    let broker = broker().await;
+    let c = client(&broker, "routes").connect().await.unwrap();
+    let mut plus = c.subscribe("home/+/temp").await.unwrap();
+    let mut hash = c.subscribe("home/#").await.unwrap();
+    let mut exact = c.subscribe("home/kitchen/temp").await.unwrap();
+    c.publish("home/kitchen/temp", "21").await.unwrap();
+    c.publish("home/hall/light", "on").await.unwrap();
+    c.publish("home", "parent level matches #").await.unwrap();
+    let got: Vec<String> = recv_n(&mut hash, 3, Duration::from_secs(5))
+        .await
+        .iter()
+        .map(|m| m.topic().to_owned())
+        .collect();
+    assert_eq!(got, vec!["home/kitchen/temp", "home/hall/light", "home"]);
+    assert_eq!(recv_n(&mut plus, 1, Duration::from_secs(5)).await[0].topic(), "home/kitchen/temp");
+    assert_eq!(recv_n(&mut exact, 1, Duration::from_secs(5)).await[0].topic(), "home/kitchen/temp");
+    assert_silent(&mut plus, Duration::from_millis(300)).await;
+    assert_silent(&mut exact, Duration::from_millis(1)).await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_many_delivers_each_message_once() {
+    let broker = broker().await;
+    let c = client(&broker, "many").connect().await.unwrap();
+    let mut sub = c
+        .subscribe_many([("a/#", QoS::AtLeastOnce), ("a/+", QoS::AtMostOnce), ("b", QoS::ExactlyOnce)])
+        .await
+        .unwrap();
+    assert_eq!(sub.filters(), ["a/#", "a/+", "b"]);
+    c.publish("a/x", "1").await.unwrap();
+    c.publish("b", "2").await.unwrap();
+    let got = recv_n(&mut sub, 2, Duration::from_secs(5)).await;
+    let topics: Vec<&str> = got.iter().map(Message::topic).collect();
+    // The broker may send a/x twice (two matching subscriptions); each arrival goes to
+    // the stream once, so at most one duplicate shows up.
+    assert!(topics.contains(&"a/x") && topics.contains(&"b") || topics == ["a/x", "a/x"], "{topics:?}");
+    c.stop().await;
+}
+
+/// A handler gets a client and can publish from inside, awaiting the ack, without
+/// freezing the connection (rumqttc #1025).
+#[tokio::test]
+async fn handlers_can_publish_from_inside() {
+    let broker = broker().await;
+    let service = client(&broker, "echo").connect().await.unwrap();
+    service
+        .subscribe("req/+")
+        .handler(|client: Client, msg: Message| async move {
+            let reply = format!("re: {}", msg.payload_str()?);
+            client.publish(msg.topic().replace("req/", "resp/"), reply).await?;
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await
+        .unwrap();
+    let caller = client(&broker, "caller").connect().await.unwrap();
+    let mut responses = caller.subscribe("resp/#").await.unwrap();
+    for i in 0..20 {
+        caller.publish(format!("req/{i}"), format!("ping {i}")).await.unwrap();
+    }
+    let got = recv_n(&mut responses, 20, Duration::from_secs(10)).await;
+    assert_eq!(got[0].payload_str().unwrap(), "re: ping 0");
+    assert_eq!(got[19].topic(), "resp/19");
+    caller.stop().await;
+    service.stop().await;
+}
+
+/// A handler that takes seconds per message neither stalls keep-alive nor the
+/// client's other work; its messages arrive in order.
+#[tokio::test]
+async fn a_slow_handler_does_not_stall_the_connection() {
+    let broker = broker().await;
+    let c = client(&broker, "slow").keep_alive(Duration::from_secs(1)).connect().await.unwrap();
+    let mut events = c.events();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    c.subscribe("slow/#")
+        .handler(move |_c: Client, msg: Message| {
+            let tx = tx.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                let _ = tx.send(msg.payload_str().map(str::to_owned).unwrap_or_default());
+            }
+        })
+        .await
+        .unwrap();
+    let mut fast = c.subscribe("fast").await.unwrap();
+    for i in 0..4 {
+        c.publish(format!("slow/{i}"), i.to_string()).await.unwrap();
+    }
+    // While the handler is busy for ~3 s (3 keep-alive periods), the client still
+    // publishes, subscribes and receives.
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.publish("fast", i.to_string()).await.unwrap();
+        assert_eq!(recv_n(&mut fast, 1, Duration::from_secs(2)).await[0].payload_str().unwrap(), i.to_string());
+    }
+    let mut handled = Vec::new();
+    while handled.len() < 4 {
+        handled.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+    }
+    assert_eq!(handled, ["0", "1", "2", "3"]);
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
+        assert!(!matches!(e, Event::Disconnected { .. }), "connection dropped: {e}");
+    }
+    assert!(c.is_connected());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery() {
+    let broker = broker().await;
+    let c = client(&broker, "unsub").connect().await.unwrap();
+    let mut sub = c.subscribe("news/#").await.unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let count = handled.clone();
+    c.subscribe("alerts")
+        .handler(move |_c: Client, _m: Message| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async {}
+        })
+        .await
+        .unwrap();
+    c.publish("news/1", "a").await.unwrap();
+    c.publish("alerts", "a").await.unwrap();
+    recv_n(&mut sub, 1, Duration::from_secs(5)).await;
+    c.unsubscribe(["news/#", "alerts"]).await.unwrap();
+    assert!(c.info().subscriptions.is_empty());
+    let probe = client(&broker, "probe").connect().await.unwrap();
+    probe.publish("news/2", "b").await.unwrap();
+    probe.publish("alerts", "b").await.unwrap();
+    // The stream ends (its subscription is gone) without the second message.
+    let next = tokio::time::timeout(Duration::from_millis(500), sub.recv()).await;
+    assert!(matches!(next, Ok(None)), "{next:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    probe.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes_at_the_broker() {
+    let broker = broker().await;
+    let c = client(&broker, "drop").connect().await.unwrap();
+    let sub = c.subscribe("gone/#").await.unwrap();
+    assert!(c.info().subscriptions.contains_key("gone/#"));
+    drop(sub);
+    assert!(c.info().subscriptions.is_empty());
+    let mut other = c.subscribe("other").await.unwrap();
+    c.publish("other", "x").await.unwrap();
+    recv_n(&mut other, 1, Duration::from_secs(5)).await;
+    c.stop().await;
+}
+
+/// Reads one MQTT packet: (first byte, body).
+async fn read_packet(socket: &mut tokio::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let first = socket.read_u8().await?;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let b = socket.read_u8().await?;
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    socket.read_exact(&mut body).await?;
+    Ok((first, body))
+}
+
+/// A filter the broker refuses (SUBACK return code 0x80) is an error, and no local
+/// subscription stays behind. Mosquitto 2.0 grants every valid filter (its ACLs filter
+/// at delivery), so a scripted broker answers here: CONNACK, then a SUBACK granting
+/// the first filter and refusing the second.
+#[tokio::test]
+async fn a_refused_subscription_is_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        let (connect, _) = read_packet(&mut socket).await?;
+        assert_eq!(connect >> 4, 1, "CONNECT first");
+        socket.write_all(&[0x20, 0x02, 0x00, 0x00]).await?;
+        loop {
+            let (kind, body) = read_packet(&mut socket).await?;
+            match kind >> 4 {
+                8 => socket.write_all(&[0x90, 0x04, body[0], body[1], 0x01, 0x80]).await?,
+                10 => socket.write_all(&[0xb0, 0x02, body[0], body[1]]).await?,
+                12 => socket.write_all(&[0xd0, 0x00]).await?,
+                _ => return Ok::<(), std::io::Error>(()),
+            }
+        }
+    });
+    let c = Client::builder()
+        .address("127.0.0.1", port)
+        .client_id("acl")
+        .connect()
+        .await
+        .unwrap();
+    let err = c
+        .subscribe_many([("allowed/x", QoS::AtLeastOnce), ("secret/#", QoS::AtLeastOnce)])
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, SubscribeError::Rejected(f) if f == &["secret/#".to_owned()]), "{err:?}");
+    assert!(c.info().subscriptions.is_empty(), "no local subscription stays");
+    c.stop().await;
+    script.abort();
+}
+
+#[tokio::test]
+async fn qos2_messages_arrive_exactly_once() {
+    let broker = broker().await;
+    let c = client(&broker, "q2").connect().await.unwrap();
+    let mut sub = c.subscribe("q2/#").qos(QoS::ExactlyOnce).await.unwrap();
+    for i in 0..50 {
+        c.publish(format!("q2/{i}"), i.to_string()).qos(QoS::ExactlyOnce).await.unwrap();
+    }
+    let got = recv_n(&mut sub, 50, Duration::from_secs(10)).await;
+    let payloads: Vec<String> = got.iter().map(|m| m.payload_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, expected);
+    assert_silent(&mut sub, Duration::from_millis(300)).await;
+    c.stop().await;
+}
+
+/// Undecodable payloads give the subscriber a typed error; nothing else breaks.
+#[tokio::test]
+async fn garbage_payloads_are_typed_decode_errors() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Reading {
+        _celsius: f64,
+    }
+    let broker = broker().await;
+    let c = client(&broker, "garbage").connect().await.unwrap();
+    let mut sub = c.subscribe("sensor").await.unwrap();
+    c.publish("sensor", &[0xff, 0x00, 0x7b][..]).await.unwrap();
+    c.publish("sensor", r#"{"_celsius": 20.5}"#).await.unwrap();
+    let got = recv_n(&mut sub, 2, Duration::from_secs(5)).await;
+    let err = got[0].decode::<Reading>().unwrap_err();
+    assert_eq!(err.codec(), "json");
+    assert!(err.type_name().ends_with("Reading"));
+    assert!(got[1].decode::<Reading>().is_ok());
+    assert!(c.is_connected());
+    c.stop().await;
+}
