@@ -89,3 +89,17 @@ pub fn mosquitto_mode(test: &str) -> bool {
     }
     mosquitto
 }
+
+/// Everything `sub` receives until it stays quiet for `quiet`, as topics with
+/// consecutive repeats removed. MQTT lets a broker send one copy per matching
+/// subscription (rumqttd does, Mosquitto 2 does not); this compares routing
+/// regardless.
+pub async fn topics_until_quiet(sub: &mut Subscription, quiet: Duration) -> Vec<String> {
+    let mut topics: Vec<String> = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(quiet, sub.recv()).await {
+        if topics.last().map(String::as_str) != Some(msg.topic()) {
+            topics.push(msg.topic().to_owned());
+        }
+    }
+    topics
+}
