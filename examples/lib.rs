@@ -16,7 +16,9 @@ pub fn broker_url() -> String {
 /// # Errors
 ///
 /// When the URL cannot be parsed, or the embedded broker cannot start.
-pub async fn ensure_broker(url: &str) -> Result<Option<EmbeddedBroker>, Box<dyn std::error::Error>> {
+pub async fn ensure_broker(
+    url: &str,
+) -> Result<Option<EmbeddedBroker>, Box<dyn std::error::Error>> {
     let authority = url
         .split_once("://")
         .map_or(url, |(_, rest)| rest)
@@ -27,12 +29,18 @@ pub async fn ensure_broker(url: &str) -> Result<Option<EmbeddedBroker>, Box<dyn 
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     for addr in &addrs {
-        let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
+        let probe =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await;
         if matches!(probe, Ok(Ok(_))) {
             return Ok(None);
         }
     }
-    let Some(local) = addrs.iter().find(|a| a.ip().is_loopback() && a.is_ipv4()).or_else(|| addrs.iter().find(|a| a.ip().is_loopback())) else {
+    let Some(local) = addrs
+        .iter()
+        .find(|a| a.ip().is_loopback() && a.is_ipv4())
+        .or_else(|| addrs.iter().find(|a| a.ip().is_loopback()))
+    else {
         return Err(format!("nothing listens at {url}, and it is not this machine").into());
     };
     let broker = EmbeddedBroker::start(*local).await?;

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use courier::{Client, ConnectError, ConnectionState, Credentials, Event, RefusedReason};
-use courier_integration_tests::{BrokerOptions, broker, broker_with, client, mosquitto_mode, needs_mosquitto};
+use courier_integration_tests::{
+    BrokerOptions, broker, broker_with, client, mosquitto_mode, needs_mosquitto,
+};
 use futures_util::StreamExt;
 
 #[tokio::test]
@@ -17,7 +19,10 @@ async fn connect_resolves_after_connack() {
     assert_eq!(c.state(), ConnectionState::Connected);
     let info = serde_json::to_value(c.info()).unwrap();
     assert_eq!(info["connected"], true);
-    assert_eq!(info["addresses"][0], format!("{}:{}", broker.host(), broker.port()));
+    assert_eq!(
+        info["addresses"][0],
+        format!("{}:{}", broker.host(), broker.port())
+    );
     assert_eq!(info["client_id"], c.client_id());
     c.stop().await;
     assert_eq!(c.state(), ConnectionState::Stopped);
@@ -37,10 +42,18 @@ async fn refused_connection_reports_the_brokers_reason() {
         .unwrap_err();
     let reason = err.refused_reason();
     assert!(
-        matches!(reason, Some(RefusedReason::BadUserNamePassword | RefusedReason::NotAuthorized)),
+        matches!(
+            reason,
+            Some(RefusedReason::BadUserNamePassword | RefusedReason::NotAuthorized)
+        ),
         "{err:?}"
     );
-    let ok = client(&broker, "accepted").username("alice").password("right").connect().await.unwrap();
+    let ok = client(&broker, "accepted")
+        .username("alice")
+        .password("right")
+        .connect()
+        .await
+        .unwrap();
     ok.stop().await;
 }
 
@@ -76,7 +89,10 @@ async fn nothing_listening_is_a_tcp_error() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(&err, ConnectError::Tcp(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{err:?}");
+    assert!(
+        matches!(&err, ConnectError::Tcp(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -87,7 +103,10 @@ async fn unknown_host_is_a_dns_error() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(&err, ConnectError::Dns { host, .. } if host == "no-such-host.invalid"), "{err:?}");
+    assert!(
+        matches!(&err, ConnectError::Dns { host, .. } if host == "no-such-host.invalid"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -99,7 +118,13 @@ async fn invalid_options_fail_before_connecting() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectError::Config(courier::ConfigError::KeepAlive(_))), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ConnectError::Config(courier::ConfigError::KeepAlive(_))
+        ),
+        "{err:?}"
+    );
 }
 
 /// The provider is asked before every attempt, and a failing provider is retried.
@@ -128,7 +153,10 @@ async fn credentials_are_fetched_before_every_connect() {
         })
         .start()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), c.wait_connected()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), c.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     broker.restart().await.unwrap();
     let mut events = c.events();
@@ -141,7 +169,10 @@ async fn credentials_are_fetched_before_every_connect() {
     })
     .await
     .unwrap();
-    assert!(calls.load(Ordering::SeqCst) >= 4, "asked again for the reconnect");
+    assert!(
+        calls.load(Ordering::SeqCst) >= 4,
+        "asked again for the reconnect"
+    );
     c.stop().await;
 }
 
@@ -158,13 +189,19 @@ async fn start_retries_until_the_broker_appears() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!c.is_connected());
     broker.start_again().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), c.wait_connected()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), c.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
     let mut failures = 0;
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
         if matches!(e, Event::ConnectFailed { .. }) {
             failures += 1;
         }
     }
-    assert!(failures >= 1, "the attempts while the broker was down were reported");
+    assert!(
+        failures >= 1,
+        "the attempts while the broker was down were reported"
+    );
     c.stop().await;
 }

@@ -19,20 +19,36 @@ async fn stop_waits_for_in_flight_acknowledgements() {
     let publishes = tokio::spawn({
         let c = c.clone();
         async move {
-            join_all((0..300).map(|i| c.publish(format!("drain/{i}"), "x").qos(QoS::ExactlyOnce).into_future())).await
+            join_all((0..300).map(|i| {
+                c.publish(format!("drain/{i}"), "x")
+                    .qos(QoS::ExactlyOnce)
+                    .into_future()
+            }))
+            .await
         }
     });
     tokio::task::yield_now().await;
     c.stop().await;
     let results = publishes.await.unwrap();
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let closed = results.iter().filter(|r| matches!(r, Err(PublishError::Closed))).count();
+    let closed = results
+        .iter()
+        .filter(|r| matches!(r, Err(PublishError::Closed)))
+        .count();
     // Publishes that made it in before stop() are all acknowledged; later ones are
     // refused as Closed; none is lost in between.
-    assert_eq!(ok + closed, 300, "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(
+        ok + closed,
+        300,
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
     assert!(ok > 0);
     assert_eq!(c.state(), ConnectionState::Stopped);
-    assert!(matches!(c.publish("after", "x").await, Err(PublishError::Closed)));
+    assert!(matches!(
+        c.publish("after", "x").await,
+        Err(PublishError::Closed)
+    ));
     let mut saw_stopped = false;
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(50), events.next()).await {
         saw_stopped |= matches!(e, Event::Stopped);
@@ -75,10 +91,13 @@ async fn dropping_every_handle_stops_the_client() {
     let c = client(&broker, "dropped").connect().await.unwrap();
     let mut state = c.state_watch();
     drop(c);
-    tokio::time::timeout(Duration::from_secs(5), state.wait_for(|s| *s == ConnectionState::Stopped))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == ConnectionState::Stopped),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 /// `run(shutdown)` starts, runs callbacks, and stops when the future completes.
@@ -91,7 +110,9 @@ async fn run_until_shutdown_with_an_on_connect_callback() {
     let run = tokio::spawn(
         client(&broker, "runner")
             .on_connect(|client: Client, session_present| async move {
-                let _ = client.publish("hello", format!("session present: {session_present}")).await;
+                let _ = client
+                    .publish("hello", format!("session present: {session_present}"))
+                    .await;
             })
             .run(async {
                 let _ = done_rx.await;
@@ -100,7 +121,11 @@ async fn run_until_shutdown_with_an_on_connect_callback() {
     let got = recv_n(&mut hello, 1, Duration::from_secs(5)).await;
     assert_eq!(got[0].payload_str().unwrap(), "session present: false");
     done_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     spy.stop().await;
 }
 
@@ -131,8 +156,16 @@ async fn lifecycle_callbacks_fire() {
         .unwrap();
     broker.restart().await.unwrap();
     let mut seen = Vec::new();
-    while seen.iter().filter(|s: &&String| s.starts_with("connect")).count() < 2 {
-        let next = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    while seen
+        .iter()
+        .filter(|s: &&String| s.starts_with("connect"))
+        .count()
+        < 2
+    {
+        let next = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         seen.push(next);
     }
     assert_eq!(seen[0], "connect false");
@@ -152,7 +185,10 @@ async fn info_lists_subscriptions_and_never_the_password() {
     assert_eq!(json["clean_session"], true);
     assert_eq!(json["auto_reconnect"], true);
     assert_eq!(json["publishes_in_flight"], 0);
-    let shown = format!("{:?}", client(&broker, "x").username("u").password("hunter2"));
+    let shown = format!(
+        "{:?}",
+        client(&broker, "x").username("u").password("hunter2")
+    );
     assert!(!shown.contains("hunter2"));
     c.stop().await;
 }

@@ -12,7 +12,11 @@ async fn each_qos_reaches_a_subscriber_with_its_payload() {
     let broker = broker().await;
     let sub_client = client(&broker, "sub").connect().await.unwrap();
     let pub_client = client(&broker, "pub").connect().await.unwrap();
-    let mut sub = sub_client.subscribe("qos/#").qos(QoS::ExactlyOnce).await.unwrap();
+    let mut sub = sub_client
+        .subscribe("qos/#")
+        .qos(QoS::ExactlyOnce)
+        .await
+        .unwrap();
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let topic = format!("qos/{}", qos.as_u8());
         pub_client
@@ -22,13 +26,23 @@ async fn each_qos_reaches_a_subscriber_with_its_payload() {
             .unwrap();
         let got = recv_n(&mut sub, 1, Duration::from_secs(5)).await;
         assert_eq!(got[0].topic(), topic);
-        assert_eq!(got[0].payload_str().unwrap(), format!("payload {}", qos.as_u8()));
+        assert_eq!(
+            got[0].payload_str().unwrap(),
+            format!("payload {}", qos.as_u8())
+        );
         if broker.kind() == BrokerKind::Mosquitto {
             // MQTT delivers at min(publish QoS, granted QoS); rumqttd 0.20 uses the
             // granted QoS instead, so only Mosquitto is held to the rule.
-            assert_eq!(got[0].qos(), qos, "granted QoS 2, so delivered at the publish QoS");
+            assert_eq!(
+                got[0].qos(),
+                qos,
+                "granted QoS 2, so delivered at the publish QoS"
+            );
         }
-        assert_eq!(got[0].packet_id().is_some(), got[0].qos() != QoS::AtMostOnce);
+        assert_eq!(
+            got[0].packet_id().is_some(),
+            got[0].qos() != QoS::AtMostOnce
+        );
     }
     pub_client.stop().await;
     sub_client.stop().await;
@@ -62,7 +76,10 @@ async fn typed_values_round_trip_through_the_codec() {
 async fn retained_messages_reach_later_subscribers() {
     let broker = broker().await;
     let c = client(&broker, "retain").connect().await.unwrap();
-    c.publish("retained/state", "on").retain(true).await.unwrap();
+    c.publish("retained/state", "on")
+        .retain(true)
+        .await
+        .unwrap();
     let mut sub = c.subscribe("retained/#").await.unwrap();
     let got = recv_n(&mut sub, 1, Duration::from_secs(5)).await;
     assert!(got[0].retained());
@@ -79,13 +96,20 @@ async fn publish_resolves_only_on_the_brokers_ack() {
     if !needs_mosquitto(&broker, "publish_resolves_only_on_the_brokers_ack") {
         return;
     }
-    let c = client(&broker, "ack").keep_alive(Duration::from_secs(30)).connect().await.unwrap();
+    let c = client(&broker, "ack")
+        .keep_alive(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
         broker.pause().unwrap();
         let publish = c.publish("ack/test", "x").qos(qos).into_future();
         let mut publish = Box::pin(publish);
         let early = tokio::time::timeout(Duration::from_millis(700), &mut publish).await;
-        assert!(early.is_err(), "{qos}: resolved before the broker could ack: {early:?}");
+        assert!(
+            early.is_err(),
+            "{qos}: resolved before the broker could ack: {early:?}"
+        );
         assert_eq!(c.info().publishes_in_flight, 1);
         broker.resume().unwrap();
         let result = tokio::time::timeout(Duration::from_secs(5), publish).await;
@@ -105,9 +129,19 @@ async fn publish_times_out_without_an_ack() {
     let c = client(&broker, "timeout").connect().await.unwrap();
     broker.pause().unwrap();
     let started = Instant::now();
-    let result = c.publish("t", "x").timeout(Duration::from_millis(300)).await;
-    assert!(matches!(result, Err(PublishError::Timeout(_))), "{result:?}");
-    assert!(result.as_ref().is_err_and(PublishError::may_have_been_delivered));
+    let result = c
+        .publish("t", "x")
+        .timeout(Duration::from_millis(300))
+        .await;
+    assert!(
+        matches!(result, Err(PublishError::Timeout(_))),
+        "{result:?}"
+    );
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(PublishError::may_have_been_delivered)
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     broker.resume().unwrap();
     c.stop().await;
@@ -119,7 +153,11 @@ async fn publish_times_out_without_an_ack() {
 async fn a_thousand_concurrent_publishes_are_all_acknowledged() {
     const N: usize = 1000;
     let broker = broker().await;
-    let c = client(&broker, "many").max_inflight(100).connect().await.unwrap();
+    let c = client(&broker, "many")
+        .max_inflight(100)
+        .connect()
+        .await
+        .unwrap();
     let sub_client = client(&broker, "many-sub").connect().await.unwrap();
     let mut sub = sub_client.subscribe("many/#").await.unwrap();
     let started = Instant::now();
@@ -130,9 +168,17 @@ async fn a_thousand_concurrent_publishes_are_all_acknowledged() {
     .await;
     let elapsed = started.elapsed();
     let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
-    assert!(failed.is_empty(), "{} failed, first: {:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
     let got = recv_n(&mut sub, N, Duration::from_secs(20)).await;
-    let mut seen: Vec<usize> = got.iter().map(|m| m.payload_str().unwrap().parse().unwrap()).collect();
+    let mut seen: Vec<usize> = got
+        .iter()
+        .map(|m| m.payload_str().unwrap().parse().unwrap())
+        .collect();
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), N);

@@ -6,36 +6,42 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use courier::{Client, Event, PublishError, QoS, SessionLossPolicy};
-use courier_integration_tests::{BrokerOptions, broker, broker_with, client, needs_mosquitto, recv_n};
+use courier_integration_tests::{
+    BrokerOptions, broker, broker_with, client, needs_mosquitto, next_connected, recv_n,
+};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-
-/// Waits for the next `Connected` event and returns its `session_present`.
-async fn next_connect(events: &mut courier::EventStream, within: Duration) -> bool {
-    tokio::time::timeout(within, async {
-        while let Some(e) = events.next().await {
-            if let Event::Connected { session_present } = e {
-                return session_present;
-            }
-        }
-        panic!("event stream ended")
-    })
-    .await
-    .expect("no reconnect in time")
-}
 
 /// 2,000 QoS 1 publishes stream through a broker restart (SIGTERM, persistence on):
 /// every publish resolves Ok and the persistent subscriber gets every message.
 #[tokio::test]
 async fn broker_restart_mid_stream_loses_no_qos1_message() {
     const N: usize = 2000;
-    let mut broker = broker_with(BrokerOptions::new().persistence(true).max_queued_messages(100_000)).await;
+    let mut broker = broker_with(
+        BrokerOptions::new()
+            .persistence(true)
+            .max_queued_messages(100_000),
+    )
+    .await;
     if !needs_mosquitto(&broker, "broker_restart_mid_stream_loses_no_qos1_message") {
         return;
     }
-    let sub_client = client(&broker, "restart-sub").clean_session(false).connect().await.unwrap();
-    let mut sub = sub_client.subscribe("seq/#").qos(QoS::AtLeastOnce).await.unwrap();
-    let publisher = client(&broker, "restart-pub").clean_session(false).write_timeout(Duration::from_secs(30)).connect().await.unwrap();
+    let sub_client = client(&broker, "restart-sub")
+        .clean_session(false)
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = sub_client
+        .subscribe("seq/#")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let publisher = client(&broker, "restart-pub")
+        .clean_session(false)
+        .write_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
     let mut pub_events = publisher.events();
 
     let receiver = tokio::spawn(async move {
@@ -43,7 +49,11 @@ async fn broker_restart_mid_stream_loses_no_qos1_message() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while seen.len() < N {
             match tokio::time::timeout_at(deadline, sub.recv()).await {
-                Ok(Some(msg)) => *seen.entry(msg.payload_str().unwrap().parse().unwrap()).or_default() += 1,
+                Ok(Some(msg)) => {
+                    *seen
+                        .entry(msg.payload_str().unwrap().parse().unwrap())
+                        .or_default() += 1
+                }
                 _ => break,
             }
         }
@@ -56,7 +66,13 @@ async fn broker_restart_mid_stream_loses_no_qos1_message() {
     let sender = tokio::spawn(async move {
         let mut results = Vec::with_capacity(N);
         for batch in (0..N).collect::<Vec<_>>().chunks(20) {
-            results.extend(join_all(batch.iter().map(|i| p.publish(format!("seq/{}", i % 7), i.to_string()).into_future())).await);
+            results.extend(
+                join_all(batch.iter().map(|i| {
+                    p.publish(format!("seq/{}", i % 7), i.to_string())
+                        .into_future()
+                }))
+                .await,
+            );
             progress.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
         }
         results
@@ -67,7 +83,7 @@ async fn broker_restart_mid_stream_loses_no_qos1_message() {
     let done_at_fault = done.load(std::sync::atomic::Ordering::SeqCst);
     let fault = Instant::now();
     broker.restart().await.unwrap();
-    let session_present = next_connect(&mut pub_events, Duration::from_secs(15)).await;
+    let session_present = next_connected(&mut pub_events, Duration::from_secs(15)).await;
     let recovered = fault.elapsed();
 
     let results = sender.await.unwrap();
@@ -95,7 +111,11 @@ async fn subscriptions_are_remade_when_the_session_is_lost() {
     if !needs_mosquitto(&broker, "subscriptions_are_remade_when_the_session_is_lost") {
         return;
     }
-    let c = client(&broker, "resub").clean_session(false).connect().await.unwrap();
+    let c = client(&broker, "resub")
+        .clean_session(false)
+        .connect()
+        .await
+        .unwrap();
     let mut events = c.events();
     let mut sub = c.subscribe("resub/+").await.unwrap();
     let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -109,7 +129,7 @@ async fn subscriptions_are_remade_when_the_session_is_lost() {
         .unwrap();
     broker.kill().await.unwrap();
     broker.start_again().await.unwrap();
-    let session_present = next_connect(&mut events, Duration::from_secs(10)).await;
+    let session_present = next_connected(&mut events, Duration::from_secs(10)).await;
     assert!(!session_present);
     // The re-subscription is sent before anything else after CONNACK; a probe from
     // another client proves it took effect.
@@ -121,7 +141,10 @@ async fn subscriptions_are_remade_when_the_session_is_lost() {
             assert_eq!(msg.payload_str().unwrap(), "after restart");
             break;
         }
-        assert!(Instant::now() < deadline, "no delivery after the session was lost");
+        assert!(
+            Instant::now() < deadline,
+            "no delivery after the session was lost"
+        );
     }
     probe.publish("resub-handler", "x").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -136,7 +159,10 @@ async fn subscriptions_are_remade_when_the_session_is_lost() {
 async fn in_flight_publishes_survive_or_fail_a_lost_session() {
     for policy in [SessionLossPolicy::Republish, SessionLossPolicy::Fail] {
         let mut broker = broker().await;
-        if !needs_mosquitto(&broker, "in_flight_publishes_survive_or_fail_a_lost_session") {
+        if !needs_mosquitto(
+            &broker,
+            "in_flight_publishes_survive_or_fail_a_lost_session",
+        ) {
             return;
         }
         let c = client(&broker, "inflight")
@@ -151,8 +177,14 @@ async fn in_flight_publishes_survive_or_fail_a_lost_session() {
             let c = c.clone();
             async move {
                 join_all([
-                    c.publish("inflight/1", "one").qos(QoS::AtLeastOnce).retain(true).into_future(),
-                    c.publish("inflight/2", "two").qos(QoS::ExactlyOnce).retain(true).into_future(),
+                    c.publish("inflight/1", "one")
+                        .qos(QoS::AtLeastOnce)
+                        .retain(true)
+                        .into_future(),
+                    c.publish("inflight/2", "two")
+                        .qos(QoS::ExactlyOnce)
+                        .retain(true)
+                        .into_future(),
                 ])
                 .await
             }
@@ -161,7 +193,10 @@ async fn in_flight_publishes_survive_or_fail_a_lost_session() {
         assert_eq!(c.info().publishes_in_flight, 2);
         broker.kill().await.unwrap(); // killed while frozen: nothing acked, session gone
         broker.start_again().await.unwrap();
-        let results = tokio::time::timeout(Duration::from_secs(15), pending).await.unwrap().unwrap();
+        let results = tokio::time::timeout(Duration::from_secs(15), pending)
+            .await
+            .unwrap()
+            .unwrap();
         match policy {
             SessionLossPolicy::Republish => {
                 assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -179,7 +214,9 @@ async fn in_flight_publishes_survive_or_fail_a_lost_session() {
                 watcher.stop().await;
             }
             _ => assert!(
-                results.iter().all(|r| matches!(r, Err(PublishError::SessionLost))),
+                results
+                    .iter()
+                    .all(|r| matches!(r, Err(PublishError::SessionLost))),
                 "{results:?}"
             ),
         }
@@ -192,10 +229,17 @@ async fn in_flight_publishes_survive_or_fail_a_lost_session() {
 #[tokio::test]
 async fn without_auto_reconnect_a_loss_fails_pending_publishes() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "without_auto_reconnect_a_loss_fails_pending_publishes") {
+    if !needs_mosquitto(
+        &broker,
+        "without_auto_reconnect_a_loss_fails_pending_publishes",
+    ) {
         return;
     }
-    let c = client(&broker, "noreconnect").auto_reconnect(false).connect().await.unwrap();
+    let c = client(&broker, "noreconnect")
+        .auto_reconnect(false)
+        .connect()
+        .await
+        .unwrap();
     broker.pause().unwrap();
     let pending = tokio::spawn({
         let c = c.clone();
@@ -203,14 +247,26 @@ async fn without_auto_reconnect_a_loss_fails_pending_publishes() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     broker.kill().await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
-    assert!(matches!(result, Err(PublishError::ConnectionLost)), "{result:?}");
-    let mut state = c.state_watch();
-    tokio::time::timeout(Duration::from_secs(5), state.wait_for(|s| *s == courier::ConnectionState::Stopped))
+    let result = tokio::time::timeout(Duration::from_secs(5), pending)
         .await
         .unwrap()
         .unwrap();
-    assert!(matches!(c.publish("x", "y").await, Err(PublishError::Closed)));
+    assert!(
+        matches!(result, Err(PublishError::ConnectionLost)),
+        "{result:?}"
+    );
+    let mut state = c.state_watch();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == courier::ConnectionState::Stopped),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(matches!(
+        c.publish("x", "y").await,
+        Err(PublishError::Closed)
+    ));
 }
 
 /// Reconnect attempts back off exponentially while the broker is down (no storm).
@@ -221,7 +277,10 @@ async fn reconnect_attempts_back_off() {
         return;
     }
     let c = client(&broker, "backoff")
-        .reconnect_backoff(courier::Backoff::exponential(Duration::from_millis(100), Duration::from_millis(800)).jitter(0.0))
+        .reconnect_backoff(
+            courier::Backoff::exponential(Duration::from_millis(100), Duration::from_millis(800))
+                .jitter(0.0),
+        )
         .connect()
         .await
         .unwrap();
@@ -239,6 +298,9 @@ async fn reconnect_attempts_back_off() {
     assert!(delays[4..].iter().all(|d| *d == 800), "capped: {delays:?}");
     assert!(delays.len() <= 7, "no storm: {} attempts", delays.len() + 1);
     broker.start_again().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(3), c.wait_connected()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(3), c.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
     c.stop().await;
 }

@@ -21,9 +21,18 @@ async fn messages_route_to_every_matching_filter() {
     c.publish("home/hall/light", "on").await.unwrap();
     c.publish("home", "parent level matches #").await.unwrap();
     let quiet = Duration::from_millis(400);
-    assert_eq!(topics_until_quiet(&mut hash, quiet).await, ["home/kitchen/temp", "home/hall/light", "home"]);
-    assert_eq!(topics_until_quiet(&mut plus, quiet).await, ["home/kitchen/temp"]);
-    assert_eq!(topics_until_quiet(&mut exact, quiet).await, ["home/kitchen/temp"]);
+    assert_eq!(
+        topics_until_quiet(&mut hash, quiet).await,
+        ["home/kitchen/temp", "home/hall/light", "home"]
+    );
+    assert_eq!(
+        topics_until_quiet(&mut plus, quiet).await,
+        ["home/kitchen/temp"]
+    );
+    assert_eq!(
+        topics_until_quiet(&mut exact, quiet).await,
+        ["home/kitchen/temp"]
+    );
     c.stop().await;
 }
 
@@ -32,7 +41,11 @@ async fn subscribe_many_delivers_each_message_once() {
     let broker = broker().await;
     let c = client(&broker, "many").connect().await.unwrap();
     let mut sub = c
-        .subscribe_many([("a/#", QoS::AtLeastOnce), ("a/+", QoS::AtMostOnce), ("b", QoS::ExactlyOnce)])
+        .subscribe_many([
+            ("a/#", QoS::AtLeastOnce),
+            ("a/+", QoS::AtMostOnce),
+            ("b", QoS::ExactlyOnce),
+        ])
         .await
         .unwrap();
     assert_eq!(sub.filters(), ["a/#", "a/+", "b"]);
@@ -42,7 +55,10 @@ async fn subscribe_many_delivers_each_message_once() {
     let topics: Vec<&str> = got.iter().map(Message::topic).collect();
     // The broker may send a/x twice (two matching subscriptions); each arrival goes to
     // the stream once, so at most one duplicate shows up.
-    assert!(topics.contains(&"a/x") && topics.contains(&"b") || topics == ["a/x", "a/x"], "{topics:?}");
+    assert!(
+        topics.contains(&"a/x") && topics.contains(&"b") || topics == ["a/x", "a/x"],
+        "{topics:?}"
+    );
     c.stop().await;
 }
 
@@ -56,7 +72,9 @@ async fn handlers_can_publish_from_inside() {
         .subscribe("req/+")
         .handler(|client: Client, msg: Message| async move {
             let reply = format!("re: {}", msg.payload_str()?);
-            client.publish(msg.topic().replace("req/", "resp/"), reply).await?;
+            client
+                .publish(msg.topic().replace("req/", "resp/"), reply)
+                .await?;
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         })
         .await
@@ -64,7 +82,10 @@ async fn handlers_can_publish_from_inside() {
     let caller = client(&broker, "caller").connect().await.unwrap();
     let mut responses = caller.subscribe("resp/#").await.unwrap();
     for i in 0..20 {
-        caller.publish(format!("req/{i}"), format!("ping {i}")).await.unwrap();
+        caller
+            .publish(format!("req/{i}"), format!("ping {i}"))
+            .await
+            .unwrap();
     }
     let got = recv_n(&mut responses, 20, Duration::from_secs(10)).await;
     assert_eq!(got[0].payload_str().unwrap(), "re: ping 0");
@@ -78,7 +99,11 @@ async fn handlers_can_publish_from_inside() {
 #[tokio::test]
 async fn a_slow_handler_does_not_stall_the_connection() {
     let broker = broker().await;
-    let c = client(&broker, "slow").keep_alive(Duration::from_secs(1)).connect().await.unwrap();
+    let c = client(&broker, "slow")
+        .keep_alive(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
     let mut events = c.events();
     let (tx, mut rx) = mpsc::unbounded_channel();
     c.subscribe("slow/#")
@@ -100,15 +125,28 @@ async fn a_slow_handler_does_not_stall_the_connection() {
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         c.publish("fast", i.to_string()).await.unwrap();
-        assert_eq!(recv_n(&mut fast, 1, Duration::from_secs(2)).await[0].payload_str().unwrap(), i.to_string());
+        assert_eq!(
+            recv_n(&mut fast, 1, Duration::from_secs(2)).await[0]
+                .payload_str()
+                .unwrap(),
+            i.to_string()
+        );
     }
     let mut handled = Vec::new();
     while handled.len() < 4 {
-        handled.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+        handled.push(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     assert_eq!(handled, ["0", "1", "2", "3"]);
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
-        assert!(!matches!(e, Event::Disconnected { .. }), "connection dropped: {e}");
+        assert!(
+            !matches!(e, Event::Disconnected { .. }),
+            "connection dropped: {e}"
+        );
     }
     assert!(c.is_connected());
     c.stop().await;
@@ -194,7 +232,11 @@ async fn a_refused_subscription_is_an_error() {
         loop {
             let (kind, body) = read_packet(&mut socket).await?;
             match kind >> 4 {
-                8 => socket.write_all(&[0x90, 0x04, body[0], body[1], 0x01, 0x80]).await?,
+                8 => {
+                    socket
+                        .write_all(&[0x90, 0x04, body[0], body[1], 0x01, 0x80])
+                        .await?
+                }
                 10 => socket.write_all(&[0xb0, 0x02, body[0], body[1]]).await?,
                 12 => socket.write_all(&[0xd0, 0x00]).await?,
                 _ => return Ok::<(), std::io::Error>(()),
@@ -208,11 +250,20 @@ async fn a_refused_subscription_is_an_error() {
         .await
         .unwrap();
     let err = c
-        .subscribe_many([("allowed/x", QoS::AtLeastOnce), ("secret/#", QoS::AtLeastOnce)])
+        .subscribe_many([
+            ("allowed/x", QoS::AtLeastOnce),
+            ("secret/#", QoS::AtLeastOnce),
+        ])
         .await
         .unwrap_err();
-    assert!(matches!(&err, SubscribeError::Rejected(f) if f == &["secret/#".to_owned()]), "{err:?}");
-    assert!(c.info().subscriptions.is_empty(), "no local subscription stays");
+    assert!(
+        matches!(&err, SubscribeError::Rejected(f) if f == &["secret/#".to_owned()]),
+        "{err:?}"
+    );
+    assert!(
+        c.info().subscriptions.is_empty(),
+        "no local subscription stays"
+    );
     c.stop().await;
     script.abort();
 }
@@ -223,10 +274,16 @@ async fn qos2_messages_arrive_exactly_once() {
     let c = client(&broker, "q2").connect().await.unwrap();
     let mut sub = c.subscribe("q2/#").qos(QoS::ExactlyOnce).await.unwrap();
     for i in 0..50 {
-        c.publish(format!("q2/{i}"), i.to_string()).qos(QoS::ExactlyOnce).await.unwrap();
+        c.publish(format!("q2/{i}"), i.to_string())
+            .qos(QoS::ExactlyOnce)
+            .await
+            .unwrap();
     }
     let got = recv_n(&mut sub, 50, Duration::from_secs(10)).await;
-    let payloads: Vec<String> = got.iter().map(|m| m.payload_str().unwrap().to_owned()).collect();
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|m| m.payload_str().unwrap().to_owned())
+        .collect();
     let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
     assert_eq!(payloads, expected);
     assert_silent(&mut sub, Duration::from_millis(300)).await;

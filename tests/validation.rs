@@ -3,14 +3,21 @@
 
 use std::time::Duration;
 
-use courier::{Client, ConfigError, ConnectError, Event, PublishError, QoS, SubscribeError, TopicError, UnsubscribeError};
+use courier::{
+    Client, ConfigError, ConnectError, Event, PublishError, QoS, SubscribeError, TopicError,
+    UnsubscribeError,
+};
 use courier_integration_tests::{BrokerKind, assert_silent, broker, client, recv_n};
 use futures_util::StreamExt;
 
 #[tokio::test]
 async fn invalid_topic_names_are_refused_and_nothing_is_sent() {
     let broker = broker().await;
-    let c = client(&broker, "badtopic").max_packet_size(1024).connect().await.unwrap();
+    let c = client(&broker, "badtopic")
+        .max_packet_size(1024)
+        .connect()
+        .await
+        .unwrap();
     let mut events = c.events();
     let spy = client(&broker, "spy").connect().await.unwrap();
     let mut everything = spy.subscribe("#").await.unwrap();
@@ -29,7 +36,10 @@ async fn invalid_topic_names_are_refused_and_nothing_is_sent() {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             let err = c.publish(topic, "x").qos(qos).await.unwrap_err();
             match err {
-                PublishError::InvalidTopic { source, topic: quoted } => {
+                PublishError::InvalidTopic {
+                    source,
+                    topic: quoted,
+                } => {
                     assert_eq!(source, expected);
                     assert!(quoted.len() <= 230, "the error quotes a bounded prefix");
                 }
@@ -39,19 +49,34 @@ async fn invalid_topic_names_are_refused_and_nothing_is_sent() {
     }
     // Oversized: refused before it can poison rumqttc's queue; later publishes work.
     let err = c.publish("big", vec![0u8; 2000]).await.unwrap_err();
-    assert!(matches!(err, PublishError::PacketTooLarge { max: 1024, .. }), "{err:?}");
+    assert!(
+        matches!(err, PublishError::PacketTooLarge { max: 1024, .. }),
+        "{err:?}"
+    );
     let err = c.publish_value("big", &"x".repeat(2000)).await.unwrap_err();
-    assert!(matches!(err, PublishError::PacketTooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err, PublishError::PacketTooLarge { .. }),
+        "{err:?}"
+    );
     // Unencodable values are typed encode errors.
     let bad = std::collections::BTreeMap::from([((1, 2), 3)]);
     let err = c.publish_value("enc", &bad).await.unwrap_err();
-    assert!(matches!(&err, PublishError::Encode(e) if e.codec() == "json"), "{err:?}");
+    assert!(
+        matches!(&err, PublishError::Encode(e) if e.codec() == "json"),
+        "{err:?}"
+    );
 
     assert_silent(&mut everything, Duration::from_millis(300)).await;
     c.publish("ok", "fine").await.unwrap();
-    assert_eq!(recv_n(&mut everything, 1, Duration::from_secs(5)).await[0].topic(), "ok");
+    assert_eq!(
+        recv_n(&mut everything, 1, Duration::from_secs(5)).await[0].topic(),
+        "ok"
+    );
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
-        assert!(!matches!(e, Event::Disconnected { .. }), "no reconnect: {e}");
+        assert!(
+            !matches!(e, Event::Disconnected { .. }),
+            "no reconnect: {e}"
+        );
     }
     spy.stop().await;
     c.stop().await;
@@ -62,7 +87,16 @@ async fn unusual_but_valid_topics_pass_unchanged() {
     let broker = broker().await;
     let c = client(&broker, "odd").connect().await.unwrap();
     let mut everything = c.subscribe("#").await.unwrap();
-    let mut topics = vec!["/", "a//b", "/leading", "trailing/", "with space", "Case/case", "é/ü/日本", "\u{feff}bom"];
+    let mut topics = vec![
+        "/",
+        "a//b",
+        "/leading",
+        "trailing/",
+        "with space",
+        "Case/case",
+        "é/ü/日本",
+        "\u{feff}bom",
+    ];
     if broker.kind() == BrokerKind::Embedded {
         // rumqttd 0.20's router panics slicing non-ASCII topics (a broker bug).
         topics.retain(|t| t.is_ascii());
@@ -83,7 +117,8 @@ async fn invalid_filters_are_refused() {
     let broker = broker().await;
     let c = client(&broker, "badfilter").connect().await.unwrap();
     let long = "a".repeat(65_536);
-    let cases: [(&str, fn(&TopicError) -> bool); 13] = [
+    type Expect = fn(&TopicError) -> bool;
+    let cases: [(&str, Expect); 13] = [
         ("a/#/b", |e| *e == TopicError::InvalidMultiLevelWildcard),
         ("a#", |e| *e == TopicError::InvalidMultiLevelWildcard),
         ("#a", |e| *e == TopicError::InvalidMultiLevelWildcard),
@@ -93,24 +128,40 @@ async fn invalid_filters_are_refused() {
         ("a/+b/c", |e| *e == TopicError::InvalidSingleLevelWildcard),
         ("", |e| *e == TopicError::Empty),
         ("a\0", |e| *e == TopicError::NulCharacter),
-        ("$share//t", |e| matches!(e, TopicError::InvalidSharedSubscription { .. })),
-        ("$share/g", |e| matches!(e, TopicError::InvalidSharedSubscription { .. })),
-        ("$share/a+b/t", |e| matches!(e, TopicError::InvalidSharedSubscription { .. })),
+        ("$share//t", |e| {
+            matches!(e, TopicError::InvalidSharedSubscription { .. })
+        }),
+        ("$share/g", |e| {
+            matches!(e, TopicError::InvalidSharedSubscription { .. })
+        }),
+        ("$share/a+b/t", |e| {
+            matches!(e, TopicError::InvalidSharedSubscription { .. })
+        }),
         (long.as_str(), |e| matches!(e, TopicError::TooLong { .. })),
     ];
     for (filter, expected) in cases {
         match c.subscribe(filter).await {
-            Err(SubscribeError::InvalidFilter { source, .. }) => assert!(expected(&source), "{filter:.20}: {source:?}"),
+            Err(SubscribeError::InvalidFilter { source, .. }) => {
+                assert!(expected(&source), "{filter:.20}: {source:?}")
+            }
             other => panic!("{filter:.20}: {other:?}"),
         }
         match c.unsubscribe([filter]).await {
-            Err(UnsubscribeError::InvalidFilter { source, .. }) => assert!(expected(&source), "{filter:.20}: {source:?}"),
+            Err(UnsubscribeError::InvalidFilter { source, .. }) => {
+                assert!(expected(&source), "{filter:.20}: {source:?}")
+            }
             other => panic!("{filter:.20}: {other:?}"),
         }
     }
     let none: [(&str, QoS); 0] = [];
-    assert!(matches!(c.subscribe_many(none).await, Err(SubscribeError::NoFilters)));
-    assert!(matches!(c.unsubscribe(Vec::<String>::new()).await, Err(UnsubscribeError::NoFilters)));
+    assert!(matches!(
+        c.subscribe_many(none).await,
+        Err(SubscribeError::NoFilters)
+    ));
+    assert!(matches!(
+        c.unsubscribe(Vec::<String>::new()).await,
+        Err(UnsubscribeError::NoFilters)
+    ));
     // A valid shared subscription works (group `a`, filter `b`).
     let _shared = c.subscribe("$share/a/b").await.unwrap();
     assert!(c.is_connected());
@@ -128,7 +179,9 @@ async fn invalid_options_are_config_errors() {
         base().client_id("x").max_inflight(0),
         base().client_id("x").max_packet_size(0),
         base().client_id("x").connect_timeout(Duration::ZERO),
-        base().client_id("x").last_will("will/#", "gone", QoS::AtLeastOnce, false),
+        base()
+            .client_id("x")
+            .last_will("will/#", "gone", QoS::AtLeastOnce, false),
         Client::builder().client_id("x"),
         Client::builder().client_id("x").url("ftp://host"),
     ];

@@ -1,3 +1,7 @@
+#![allow(
+    clippy::panic,
+    reason = "test support: a failed expectation fails the test"
+)]
 //! Helpers shared by the integration tests: a broker per test, client builders with
 //! test-friendly timings, and message collection with deadlines.
 
@@ -31,7 +35,11 @@ pub async fn broker_with(options: BrokerOptions) -> TestBroker {
 /// A unique client id for this process.
 pub fn client_id(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A builder pointed at `broker`, with a unique client id, a clean session and quick
@@ -41,8 +49,14 @@ pub fn client(broker: &TestBroker, name: &str) -> ClientBuilder {
         .address(broker.host(), broker.port())
         .client_id(client_id(name))
         .clean_session(true)
-        .reconnect_backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_millis(500)))
-        .start_backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_millis(500)))
+        .reconnect_backoff(Backoff::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
+        .start_backoff(Backoff::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
         .connect_timeout(Duration::from_secs(5))
 }
 
@@ -83,7 +97,10 @@ pub fn needs_mosquitto(broker: &TestBroker, test: &str) -> bool {
 /// True when the suite runs against Mosquitto; otherwise prints why `test` is skipped.
 /// For tests that need Mosquitto before a broker is started (e.g. password files).
 pub fn mosquitto_mode(test: &str) -> bool {
-    let mosquitto = matches!(courier_testkit::BrokerKind::from_env(), Ok(courier_testkit::BrokerKind::Mosquitto));
+    let mosquitto = matches!(
+        courier_testkit::BrokerKind::from_env(),
+        Ok(courier_testkit::BrokerKind::Mosquitto)
+    );
     if !mosquitto {
         eprintln!("SKIP {test}: needs a real Mosquitto, COURIER_TEST_BROKER=embedded");
     }
@@ -102,4 +119,27 @@ pub async fn topics_until_quiet(sub: &mut Subscription, quiet: Duration) -> Vec<
         }
     }
     topics
+}
+
+/// Waits for the next `Connected` event and returns its `session_present`.
+///
+/// # Panics
+///
+/// When none comes within `within`.
+pub async fn next_connected(events: &mut courier::EventStream, within: Duration) -> bool {
+    use futures_util::StreamExt;
+    let found = tokio::time::timeout(within, async {
+        while let Some(e) = events.next().await {
+            if let courier::Event::Connected { session_present } = e {
+                return Some(session_present);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(present)) => present,
+        Ok(None) => panic!("the event stream ended"),
+        Err(_) => panic!("no connect within {within:?}"),
+    }
 }

@@ -82,7 +82,11 @@ mod tests {
             ) -> Result<(), courier_core::BoxError> {
                 Err("must not be called".into())
             }
-            fn decode(&self, _: &[u8], _: &mut dyn courier_core::codec::DecodeVisitor) -> Result<(), courier_core::BoxError> {
+            fn decode(
+                &self,
+                _: &[u8],
+                _: &mut dyn courier_core::codec::DecodeVisitor,
+            ) -> Result<(), courier_core::BoxError> {
                 Err("must not be called".into())
             }
         }

@@ -155,13 +155,23 @@ impl Mosquitto {
     /// so clients stay connected but get no answer.
     pub(crate) fn freeze(&mut self, pause: bool) -> io::Result<()> {
         let Some(child) = self.child.as_mut() else {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "Mosquitto is not running"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "Mosquitto is not running",
+            ));
         };
         let pid = i32::try_from(child.id())
             .map_err(|_| io::Error::other(format!("pid {} out of range", child.id())))?;
-        let sig = if pause { Signal::SIGSTOP } else { Signal::SIGCONT };
-        signal::kill(Pid::from_raw(pid), sig)
-            .map_err(|errno| io::Error::other(format!("cannot send {sig} to Mosquitto (pid {pid}): {errno}")))
+        let sig = if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        signal::kill(Pid::from_raw(pid), sig).map_err(|errno| {
+            io::Error::other(format!(
+                "cannot send {sig} to Mosquitto (pid {pid}): {errno}"
+            ))
+        })
     }
 
     /// SIGKILL, wait for the exit, wait until the port is closed.

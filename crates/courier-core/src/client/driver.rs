@@ -186,14 +186,13 @@ impl Driver {
         let resubscribe = if session_present {
             Vec::new()
         } else {
-            subscribe_packets(
-                shared
-                    .router_read()
-                    .subscriptions()
-                    .into_iter()
-                    .map(|(filter, qos)| (filter, wire_qos(qos)))
-                    .collect(),
-            )
+            let filters: Vec<_> = shared
+                .router_read()
+                .subscriptions()
+                .into_iter()
+                .map(|(filter, qos)| (filter, wire_qos(qos)))
+                .collect();
+            subscribe_packets(&filters)
         };
         let mut first = shared.outbound().on_connack(
             session_present,

@@ -474,7 +474,7 @@ fn out_fresh_front(out: &mut VecDeque<Request>, request: Request) {
 }
 
 /// The SUBSCRIBE packets that re-make `filters`, at most 64 filters each.
-pub(crate) fn subscribe_packets(filters: Vec<(String, WireQoS)>) -> Vec<Subscribe> {
+pub(crate) fn subscribe_packets(filters: &[(String, WireQoS)]) -> Vec<Subscribe> {
     filters
         .chunks(64)
         .map(|chunk| {
@@ -613,7 +613,7 @@ mod tests {
                 Request::PubRel(rumqttc::PubRel::new(2)),
             ]);
             out.on_disconnect(&mut pending, None);
-            let resub = subscribe_packets(vec![("x/#".into(), WireQoS::AtLeastOnce)]);
+            let resub = subscribe_packets(&[("x/#".into(), WireQoS::AtLeastOnce)]);
             let replay = out.on_connack(false, policy, resub);
             assert!(
                 matches!(&replay[0], Request::Subscribe(_)),
