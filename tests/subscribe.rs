@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use courier::{Client, Event, Message, QoS, SubscribeError};
-use courier_integration_tests::{assert_silent, broker, client, recv_n, topics_until_quiet};
+use courier_integration_tests::{assert_silent, broker, client, recv_n, topics_until_quiet, wire};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -197,48 +197,22 @@ async fn dropping_a_subscription_unsubscribes_at_the_broker() {
     c.stop().await;
 }
 
-/// Reads one MQTT packet: (first byte, body).
-async fn read_packet(socket: &mut tokio::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-    let first = socket.read_u8().await?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let b = socket.read_u8().await?;
-        len |= usize::from(b & 0x7f) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    socket.read_exact(&mut body).await?;
-    Ok((first, body))
-}
-
 /// A filter the broker refuses (SUBACK return code 0x80) is an error, and no local
 /// subscription stays behind. Mosquitto 2.0 grants every valid filter (its ACLs filter
 /// at delivery), so a scripted broker answers here: CONNACK, then a SUBACK granting
 /// the first filter and refusing the second.
 #[tokio::test]
 async fn a_refused_subscription_is_an_error() {
-    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await?;
-        let (connect, _) = read_packet(&mut socket).await?;
-        assert_eq!(connect >> 4, 1, "CONNECT first");
-        socket.write_all(&[0x20, 0x02, 0x00, 0x00]).await?;
+        let mut socket = wire::accept(&listener, false).await?;
         loop {
-            let (kind, body) = read_packet(&mut socket).await?;
-            match kind >> 4 {
-                8 => {
-                    socket
-                        .write_all(&[0x90, 0x04, body[0], body[1], 0x01, 0x80])
-                        .await?
-                }
-                10 => socket.write_all(&[0xb0, 0x02, body[0], body[1]]).await?,
-                12 => socket.write_all(&[0xd0, 0x00]).await?,
+            let p = wire::read(&mut socket).await?;
+            match p.kind() {
+                8 => wire::write(&mut socket, 0x90, &[p.body[0], p.body[1], 0x01, 0x80]).await?,
+                10 => wire::write(&mut socket, 0xb0, &[p.body[0], p.body[1]]).await?,
+                12 => wire::write(&mut socket, 0xd0, &[]).await?,
                 _ => return Ok::<(), std::io::Error>(()),
             }
         }
