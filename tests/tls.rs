@@ -1,0 +1,82 @@
+//! TLS through rustls against Mosquitto's TLS listener, with certificates made for the
+//! test: a trusted CA connects, an unknown CA is a typed TLS error.
+
+use std::path::PathBuf;
+
+use courier::{Client, ConnectError, TlsConfig};
+use courier_integration_tests::{BrokerOptions, broker_with, client_id, mosquitto_mode, recv_n};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+struct Pki {
+    ca_pem: String,
+    dir: PathBuf,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!("courier-tls-{}", client_id("pki")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = ca("courier test CA");
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn tls_connects_with_the_right_ca_and_refuses_another() {
+    if !mosquitto_mode("tls_connects_with_the_right_ca_and_refuses_another") {
+        return;
+    }
+    let pki = pki();
+    let tls_port = courier_testkit::free_port().unwrap();
+    let d = pki.dir.display();
+    let broker = broker_with(
+        BrokerOptions::new()
+            .config_line(format!("listener {tls_port} 127.0.0.1"))
+            .config_line(format!("cafile {d}/ca.pem"))
+            .config_line(format!("certfile {d}/server.pem"))
+            .config_line(format!("keyfile {d}/server.key")),
+    )
+    .await;
+
+    let secure = Client::builder()
+        .address("localhost", tls_port)
+        .client_id(client_id("tls"))
+        .clean_session(true)
+        .tls(TlsConfig::from_pem(pki.ca_pem.as_bytes(), None).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = secure.subscribe("tls/#").await.unwrap();
+    secure.publish("tls/x", "over TLS").await.unwrap();
+    let got = recv_n(&mut sub, 1, std::time::Duration::from_secs(5)).await;
+    assert_eq!(got[0].payload_str().unwrap(), "over TLS");
+    secure.stop().await;
+
+    let stranger = ca("another CA");
+    let err = Client::builder()
+        .address("localhost", tls_port)
+        .client_id(client_id("tls-bad"))
+        .tls(TlsConfig::from_pem(stranger.pem().as_bytes(), None).unwrap())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Tls(_)), "{err:?}");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}
