@@ -139,6 +139,8 @@ pub(crate) struct Outbound {
     subscribes: AckQueue<Subscribe, SubackResult>,
     unsubscribes: AckQueue<Unsubscribe, ()>,
     replay: Option<Replay>,
+    /// Publishes tracked anywhere above (FIFO, slots, collision slot).
+    tracked: usize,
     window: Arc<Semaphore>,
     qos0_window: Arc<Semaphore>,
     idle: Arc<Notify>,
@@ -160,6 +162,7 @@ impl Outbound {
             subscribes: AckQueue::default(),
             unsubscribes: AckQueue::default(),
             replay: None,
+            tracked: 0,
             window,
             qos0_window,
             idle: Arc::new(Notify::new()),
@@ -173,12 +176,15 @@ impl Outbound {
 
     /// Record a publish just handed to rumqttc's request channel.
     pub(crate) fn push_publish(&mut self, entry: PendingPublish) {
+        self.tracked += 1;
         self.publishes.push_back(entry);
     }
 
     /// Undo the last [`push_publish`](Self::push_publish) when the channel refused it.
     pub(crate) fn pop_last_publish(&mut self) -> Option<PendingPublish> {
-        self.publishes.pop_back()
+        let entry = self.publishes.pop_back();
+        self.tracked -= usize::from(entry.is_some());
+        entry
     }
 
     pub(crate) fn push_subscribe(&mut self, entry: PendingRequest<Subscribe, SubackResult>) {
@@ -199,29 +205,17 @@ impl Outbound {
 
     /// No publish, subscribe or unsubscribe is waiting for anything.
     pub(crate) fn is_idle(&self) -> bool {
-        self.publishes.is_empty()
-            && self.collided.is_none()
-            && self
-                .slots
-                .iter()
-                .all(|s| s.publish.is_none() && s.release.is_none())
-            && self.subscribes.is_empty()
-            && self.unsubscribes.is_empty()
+        self.tracked == 0 && self.subscribes.is_empty() && self.unsubscribes.is_empty()
     }
 
     /// Publishes waiting for an acknowledgement (sent or not).
     pub(crate) fn publishes_in_flight(&self) -> usize {
-        self.publishes.len()
-            + usize::from(self.collided.is_some())
-            + self
-                .slots
-                .iter()
-                .map(|s| usize::from(s.publish.is_some()) + usize::from(s.release.is_some()))
-                .sum::<usize>()
+        self.tracked
     }
 
     fn finish(&mut self, entry: PendingPublish, qos0: bool, result: PublishResult) {
         entry.resolve(result);
+        self.tracked -= 1;
         if qos0 {
             self.qos0_window.add_permits(1);
         } else {
