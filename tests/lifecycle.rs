@@ -5,7 +5,7 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use courier::{Client, ConnectionState, Event, PublishError, QoS};
-use courier_integration_tests::{broker, client, needs_mosquitto, recv_n};
+use courier_integration_tests::{broker, client, needs_mosquitto, recv_n, spawn_publish};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
@@ -71,10 +71,7 @@ async fn stop_gives_up_after_the_graceful_period() {
         .await
         .unwrap();
     broker.pause().unwrap();
-    let pending = tokio::spawn({
-        let c = c.clone();
-        async move { c.publish("stuck", "x").await }
-    });
+    let pending = spawn_publish(&c, "stuck", "x");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     c.stop().await;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use courier::{Client, Event, PublishError, QoS, SessionLossPolicy};
 use courier_integration_tests::{
     BrokerOptions, broker, broker_with, client, needs_mosquitto, next_connected, recv_n,
+    spawn_publish,
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -241,10 +242,7 @@ async fn without_auto_reconnect_a_loss_fails_pending_publishes() {
         .await
         .unwrap();
     broker.pause().unwrap();
-    let pending = tokio::spawn({
-        let c = c.clone();
-        async move { c.publish("x", "y").await }
-    });
+    let pending = spawn_publish(&c, "x", "y");
     tokio::time::sleep(Duration::from_millis(200)).await;
     broker.kill().await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), pending)

@@ -313,3 +313,13 @@ pub mod wire {
         }
     }
 }
+
+/// Publish `payload` to `topic` (QoS 1) on a task of its own, to await later.
+pub fn spawn_publish(
+    client: &courier::Client,
+    topic: &str,
+    payload: &str,
+) -> tokio::task::JoinHandle<Result<(), courier::PublishError>> {
+    let (client, topic, payload) = (client.clone(), topic.to_owned(), payload.to_owned());
+    tokio::spawn(async move { client.publish(topic, payload).await })
+}

@@ -10,67 +10,55 @@ use crate::topic::TopicError;
 /// A type-erased error, as used by tower and async-nats.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A payload could not be encoded.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot encode {type_name} with the {codec} codec")]
-pub struct EncodeError {
-    codec: &'static str,
-    type_name: &'static str,
-    #[source]
-    source: BoxError,
-}
-
-impl EncodeError {
-    /// An encode error of `codec` for a value of type `type_name`.
-    pub fn new(codec: &'static str, type_name: &'static str, source: impl Into<BoxError>) -> Self {
-        EncodeError {
-            codec,
-            type_name,
-            source: source.into(),
+/// Declares a codec error type: which codec failed, on which Rust type, and why.
+macro_rules! codec_error {
+    ($(#[$doc:meta])* $name:ident, $verb:literal, $role:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot {} {type_name} with the {codec} codec", $verb)]
+        pub struct $name {
+            codec: &'static str,
+            type_name: &'static str,
+            #[source]
+            source: BoxError,
         }
-    }
 
-    /// The codec that failed, e.g. `"json"`.
-    pub fn codec(&self) -> &'static str {
-        self.codec
-    }
+        impl $name {
+            #[doc = concat!("A failure of `codec` to ", $verb, " ", $role, " of type `type_name`.")]
+            pub fn new(codec: &'static str, type_name: &'static str, source: impl Into<BoxError>) -> Self {
+                $name {
+                    codec,
+                    type_name,
+                    source: source.into(),
+                }
+            }
 
-    /// The Rust type that was being encoded.
-    pub fn type_name(&self) -> &'static str {
-        self.type_name
-    }
-}
+            /// The codec that failed, e.g. `"json"`.
+            pub fn codec(&self) -> &'static str {
+                self.codec
+            }
 
-/// A payload could not be decoded into the requested type.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot decode {type_name} with the {codec} codec")]
-pub struct DecodeError {
-    codec: &'static str,
-    type_name: &'static str,
-    #[source]
-    source: BoxError,
-}
-
-impl DecodeError {
-    /// A decode error of `codec` for the target type `type_name`.
-    pub fn new(codec: &'static str, type_name: &'static str, source: impl Into<BoxError>) -> Self {
-        DecodeError {
-            codec,
-            type_name,
-            source: source.into(),
+            #[doc = concat!("The Rust type of ", $role, ".")]
+            pub fn type_name(&self) -> &'static str {
+                self.type_name
+            }
         }
-    }
-
-    /// The codec that failed, e.g. `"json"`.
-    pub fn codec(&self) -> &'static str {
-        self.codec
-    }
-
-    /// The Rust type the payload was to be decoded into.
-    pub fn type_name(&self) -> &'static str {
-        self.type_name
-    }
+    };
 }
+
+codec_error!(
+    /// A payload could not be encoded.
+    EncodeError,
+    "encode",
+    "the value"
+);
+
+codec_error!(
+    /// A payload could not be decoded into the requested type.
+    DecodeError,
+    "decode",
+    "the target"
+);
 
 /// Invalid client options, reported by `build()`/`connect()` before anything is sent.
 #[derive(Debug, thiserror::Error)]
