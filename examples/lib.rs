@@ -19,13 +19,26 @@ pub fn broker_url() -> String {
 pub async fn ensure_broker(
     url: &str,
 ) -> Result<Option<EmbeddedBroker>, Box<dyn std::error::Error>> {
-    let authority = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .trim_end_matches('/');
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>()?),
-        None => (authority, 1883),
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mqtt", url));
+    let default_port = if matches!(scheme, "mqtts" | "ssl" | "tls") {
+        8883
+    } else {
+        1883
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        // [v6]:port or [v6]
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or("unclosed '[' in the URL")?;
+            let port = after
+                .strip_prefix(':')
+                .map_or(Ok(default_port), str::parse)?;
+            (host, port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>()?),
+            None => (authority, default_port),
+        },
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     for addr in &addrs {

@@ -31,17 +31,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Connected to {url}; publishing to \"topic\" every second (Ctrl-C to stop).");
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // One Ctrl-C future for the whole loop, so a press during a publish is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let time = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
                 let msg = serde_json::json!({ "time": time });
-                match client.publish_value("topic", &msg).qos(QoS::AtLeastOnce).await {
-                    Ok(()) => println!("Publish() success"),
-                    Err(e) => println!("Publish() error = {e}"),
+                let publish = client.publish_value("topic", &msg).qos(QoS::AtLeastOnce);
+                tokio::select! {
+                    result = publish => match result {
+                        Ok(()) => println!("Publish() success"),
+                        Err(e) => println!("Publish() error = {e}"),
+                    },
+                    _ = &mut ctrl_c => break,
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         }
     }
     client.stop().await;

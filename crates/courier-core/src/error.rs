@@ -60,7 +60,8 @@ codec_error!(
     "the target"
 );
 
-/// Invalid client options, reported by `build()`/`connect()` before anything is sent.
+/// Invalid client options, reported by `connect()`/`start()`/`run()` before anything is
+/// sent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -100,6 +101,15 @@ pub enum ConfigError {
     /// The client must be started from within a Tokio runtime.
     #[error("no Tokio runtime: build the client from within a Tokio runtime")]
     NoRuntime,
+    /// The last-will topic is not a valid topic name.
+    #[error("invalid last-will topic {topic:?}")]
+    InvalidLastWill {
+        /// The topic as given (truncated to 200 characters).
+        topic: String,
+        /// The rule it breaks.
+        #[source]
+        source: TopicError,
+    },
     /// The TLS configuration could not be built.
     #[error("invalid TLS configuration")]
     Tls(#[source] BoxError),
@@ -240,9 +250,6 @@ pub enum PublishError {
     /// The client is stopped or stopping; nothing more is sent.
     #[error("client stopped")]
     Closed,
-    /// A middleware rejected or failed the publish.
-    #[error("publish middleware failed")]
-    Middleware(#[source] BoxError),
 }
 
 impl PublishError {

@@ -9,7 +9,8 @@
 //!   timeout.
 //! - **Typed payloads** through codecs (JSON by default).
 //! - **Subscriptions** as a `Stream` or a handler, re-made after every reconnect that
-//!   lost the session; slow consumers never stall the connection.
+//!   lost the session; a slow consumer never stalls the connection, it holds back the
+//!   broker instead of losing messages.
 //! - **Reconnects** with exponential backoff and jitter; in-flight publishes are
 //!   retransmitted (with DUP) or re-published, never silently dropped.
 //! - **Typed errors** for every bad input, checked before anything is sent.
@@ -53,7 +54,10 @@
 //!   receive them, subscribe before the connection is up: build with
 //!   [`ClientBuilder::start`] and subscribe at once.
 //! - Incoming QoS 1/2 messages are acknowledged only after every matching handler
-//!   finished (or every stream yielded them), in arrival order.
+//!   finished (or every stream yielded them), in arrival order. A subscription that is
+//!   not consumed therefore holds back the broker's QoS 1/2 deliveries to the whole
+//!   client once the broker's in-flight window is full: drop subscriptions you no
+//!   longer read.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use courier_core::*;

@@ -21,7 +21,6 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::events::{ConnectionState, Event};
 use super::inbound::Admission;
-use super::outbound::subscribe_packets;
 use super::publish::wire_qos;
 use super::router::{Delivery, Offer, Sink};
 use super::{Client, Shared};
@@ -183,21 +182,16 @@ impl Driver {
         if !session_present {
             shared.inbound.on_session_lost();
         }
-        let resubscribe = if session_present {
-            Vec::new()
-        } else {
-            let filters: Vec<_> = shared
-                .router_read()
-                .subscriptions()
-                .into_iter()
-                .map(|(filter, qos)| (filter, wire_qos(qos)))
-                .collect();
-            subscribe_packets(&filters)
-        };
+        let active: Vec<_> = shared
+            .router_read()
+            .subscriptions()
+            .into_iter()
+            .map(|(filter, qos)| (filter, wire_qos(qos)))
+            .collect();
         let mut first = shared.outbound().on_connack(
             session_present,
             shared.opts.builder.session_loss,
-            resubscribe,
+            &active,
         );
         first.extend(self.eventloop.pending.drain(..));
         self.eventloop.pending = first;

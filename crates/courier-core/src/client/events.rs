@@ -65,7 +65,7 @@ pub enum Event {
     },
     /// A subscription's buffer was full and QoS 0 messages were dropped.
     SlowConsumer {
-        /// The subscription's filter.
+        /// The subscription's filters (comma-separated when it has several).
         filter: String,
         /// Messages dropped since the last such event for this subscription.
         dropped: u64,

@@ -25,8 +25,12 @@ use crate::message::Message;
 /// ```
 ///
 /// Handlers of one subscription run one message at a time, in arrival order, on a task
-/// of their own: a slow handler never stalls the connection, it only holds back
-/// further messages of its subscription (and their acknowledgements).
+/// of their own: a slow handler never stalls the connection (keep-alive, publishing,
+/// other subscriptions' queued messages go on). Its QoS 1/2 messages are acknowledged
+/// only once handled, and acknowledgements leave in arrival order, so while it is
+/// behind, the broker's in-flight window (Mosquitto: 20 messages) fills and the broker
+/// holds back further QoS 1/2 messages for this client until it catches up: nothing is
+/// lost, and memory stays bounded.
 pub trait Handler: Send + Sync + 'static {
     /// Handle one message. An error is logged, reported as
     /// [`Event::HandlerFailed`](super::Event::HandlerFailed), and the message is still

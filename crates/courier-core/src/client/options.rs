@@ -67,6 +67,8 @@ pub struct ClientBuilder {
     pub(crate) credential_provider: Option<Arc<dyn CredentialProvider>>,
     pub(crate) credential_timeout: Duration,
     pub(crate) tls: Option<TlsConfig>,
+    /// `tls` was chosen by an `mqtts://` URL rather than by `tls()`.
+    pub(crate) tls_from_url: bool,
     pub(crate) keep_alive: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) write_timeout: Duration,
@@ -100,6 +102,7 @@ impl Default for ClientBuilder {
             credential_provider: None,
             credential_timeout: Duration::from_secs(10),
             tls: None,
+            tls_from_url: false,
             keep_alive: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
@@ -136,6 +139,7 @@ impl ClientBuilder {
     pub fn address(mut self, host: impl Into<String>, port: u16) -> Self {
         self.host = Some(host.into());
         self.port = port;
+        self.address_error = None;
         self
     }
 
@@ -148,9 +152,17 @@ impl ClientBuilder {
                 self.host = Some(host);
                 self.port = port;
                 self.address_error = None;
+                if self.tls_from_url {
+                    // Undo what an earlier url() chose; a tls() setting is kept.
+                    self.tls = None;
+                    self.tls_from_url = false;
+                }
                 if tls && self.tls.is_none() {
                     match TlsConfig::native_roots() {
-                        Ok(config) => self.tls = Some(config),
+                        Ok(config) => {
+                            self.tls = Some(config);
+                            self.tls_from_url = true;
+                        }
                         Err(e) => self.address_error = Some(e),
                     }
                 }
@@ -199,6 +211,7 @@ impl ClientBuilder {
     /// Connect over TLS.
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
+        self.tls_from_url = false;
         self
     }
 
@@ -468,9 +481,9 @@ impl ClientBuilder {
             }
         }
         if let Some(will) = &self.last_will {
-            validate_topic_name(&will.topic).map_err(|_| ConfigError::InvalidAddress {
-                address: will.topic.clone(),
-                reason: "invalid last-will topic name",
+            validate_topic_name(&will.topic).map_err(|source| ConfigError::InvalidLastWill {
+                topic: crate::error::quote_input(&will.topic),
+                source,
             })?;
         }
         if self.reconnect_backoff.initial_is_zero()
@@ -619,7 +632,7 @@ mod tests {
         ));
         assert!(matches!(
             err(valid().last_will("a/#", "x", QoS::AtMostOnce, false)),
-            Some(ConfigError::InvalidAddress { .. })
+            Some(ConfigError::InvalidLastWill { .. })
         ));
         assert!(matches!(
             err(valid().url("http://x")),

@@ -364,19 +364,32 @@ impl Outbound {
 
     /// A CONNACK arrived. Returns the requests rumqttc must send first, in order.
     ///
-    /// `resubscribe` is every active subscription, sent first when the broker has no
-    /// session for us.
+    /// `active` is every subscribed filter with its QoS; when the broker has no
+    /// session for us they are re-made first (except those a pending SUBSCRIBE is
+    /// about to send anyway).
     pub(crate) fn on_connack(
         &mut self,
         session_present: bool,
         policy: SessionLossPolicy,
-        resubscribe: Vec<Subscribe>,
+        active: &[(String, WireQoS)],
     ) -> VecDeque<Request> {
         let replay = self.replay.take().unwrap_or_default();
         let mut subscribes: Vec<_> = if session_present {
             Vec::new()
         } else {
-            resubscribe
+            let pending: Vec<&str> = self
+                .subscribes
+                .queued
+                .iter()
+                .chain(&self.subscribes.lost)
+                .flat_map(|e| e.request.filters.iter().map(|f| f.path.as_str()))
+                .collect();
+            let missing: Vec<(String, WireQoS)> = active
+                .iter()
+                .filter(|(filter, _)| !pending.contains(&filter.as_str()))
+                .cloned()
+                .collect();
+            subscribe_packets(&missing)
                 .into_iter()
                 .map(|request| PendingRequest {
                     request,
@@ -468,7 +481,7 @@ fn out_fresh_front(out: &mut VecDeque<Request>, request: Request) {
 }
 
 /// The SUBSCRIBE packets that re-make `filters`, at most 64 filters each.
-pub(crate) fn subscribe_packets(filters: &[(String, WireQoS)]) -> Vec<Subscribe> {
+fn subscribe_packets(filters: &[(String, WireQoS)]) -> Vec<Subscribe> {
     filters
         .chunks(64)
         .map(|chunk| {
@@ -579,7 +592,7 @@ mod tests {
             Request::Publish(Publish::new("b", WireQoS::AtLeastOnce, b"b".to_vec())),
         ]);
         out.on_disconnect(&mut pending, None);
-        let replay = out.on_connack(true, SessionLossPolicy::Republish, vec![]);
+        let replay = out.on_connack(true, SessionLossPolicy::Republish, &[]);
         assert!(matches!(&replay[0], Request::Publish(p) if p.pkid == 1 && p.dup));
         assert!(matches!(&replay[1], Request::Publish(p) if p.pkid == 0 && !p.dup));
         out.on_publish_sent(1); // retransmission of a
@@ -607,8 +620,7 @@ mod tests {
                 Request::PubRel(rumqttc::PubRel::new(2)),
             ]);
             out.on_disconnect(&mut pending, None);
-            let resub = subscribe_packets(&[("x/#".into(), WireQoS::AtLeastOnce)]);
-            let replay = out.on_connack(false, policy, resub);
+            let replay = out.on_connack(false, policy, &[("x/#".into(), WireQoS::AtLeastOnce)]);
             assert!(
                 matches!(&replay[0], Request::Subscribe(_)),
                 "resubscribe first"
@@ -654,7 +666,7 @@ mod tests {
         sent_a.pkid = 1;
         let mut pending = VecDeque::from([Request::Publish(sent_a)]);
         out.on_disconnect(&mut pending, Some(parked));
-        let replay = out.on_connack(true, SessionLossPolicy::Republish, vec![]);
+        let replay = out.on_connack(true, SessionLossPolicy::Republish, &[]);
         assert_eq!(replay.len(), 2);
         assert!(matches!(&replay[1], Request::Publish(p) if p.pkid == 0 && p.topic == "b"));
         out.on_publish_sent(1);
@@ -676,7 +688,7 @@ mod tests {
         });
         out.on_subscribe_sent(1);
         out.on_disconnect(&mut VecDeque::new(), None);
-        let replay = out.on_connack(true, SessionLossPolicy::Republish, vec![]);
+        let replay = out.on_connack(true, SessionLossPolicy::Republish, &[]);
         assert!(matches!(&replay[0], Request::Subscribe(_)));
         out.on_subscribe_sent(7);
         out.on_suback(7, vec![Some(1)]);

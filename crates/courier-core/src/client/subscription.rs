@@ -64,8 +64,8 @@ impl<'a> SubscribeBuilder<'a> {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: cancelling after the SUBSCRIBE was sent leaves the handler
-    /// installed. Call [`Client::unsubscribe`] to be sure.
+    /// Cancel safe: cancelling before the SUBACK removes the subscription again (and
+    /// unsubscribes at the broker if the SUBSCRIBE went out).
     pub async fn handler<H: Handler>(
         self,
         handler: H,
@@ -109,8 +109,8 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
 
     /// # Cancel safety
     ///
-    /// Not cancel safe: cancelling after the SUBSCRIBE was sent may leave the broker
-    /// subscribed (messages are then acknowledged and discarded).
+    /// Cancel safe: cancelling before the SUBACK removes the subscription again (and
+    /// unsubscribes at the broker if the SUBSCRIBE went out).
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let capacity = self
@@ -200,20 +200,32 @@ async fn subscribe(
     if shared.is_closing() {
         return Err(SubscribeError::Closed);
     }
-    // Route first: the broker sends retained messages right after its SUBACK.
-    let routes: Vec<u64> = {
+    // Route first: the broker sends retained messages right after its SUBACK. The
+    // guard removes the routes again unless the broker granted them, also when this
+    // future is cancelled.
+    let (guard, packet) = {
         let mut router = shared.router_write();
-        parsed
+        let routes: Vec<u64> = parsed
             .iter()
             .map(|(f, q)| router.add(f.clone(), *q, sink.clone()))
-            .collect()
+            .collect();
+        // The broker keeps one subscription per filter, replaced by each SUBSCRIBE:
+        // ask for the highest QoS any local subscription on the filter wants.
+        let granted = router.subscriptions();
+        let packet = rumqttc::Subscribe::new_many(parsed.iter().map(|(f, q)| {
+            let qos = granted.get(f.as_str()).copied().unwrap_or(*q);
+            rumqttc::SubscribeFilter::new(f.as_str().to_owned(), wire_qos(qos))
+        }));
+        (
+            RouteGuard {
+                shared: shared.clone(),
+                routes,
+                armed: true,
+            },
+            packet,
+        )
     };
     let filters: Vec<String> = parsed.iter().map(|(f, _)| f.as_str().to_owned()).collect();
-    let packet = rumqttc::Subscribe::new_many(
-        parsed
-            .iter()
-            .map(|(f, q)| rumqttc::SubscribeFilter::new(f.as_str().to_owned(), wire_qos(*q))),
-    );
     let (tx, rx) = oneshot::channel();
     {
         let mut outbound = shared.outbound();
@@ -223,13 +235,11 @@ async fn subscribe(
         });
         if shared.requests.try_subscribe_many(packet.filters).is_err() {
             outbound.pop_last_subscribe();
-            drop(outbound);
-            shared.router_write().remove(&routes);
             return Err(SubscribeError::Closed);
         }
     }
     let write_timeout = shared.opts.builder.write_timeout;
-    let failure = match timeout(write_timeout, rx).await {
+    match timeout(write_timeout, rx).await {
         Ok(Ok(codes)) => {
             let refused: Vec<String> = filters
                 .iter()
@@ -238,16 +248,38 @@ async fn subscribe(
                 .map(|(f, _)| f.clone())
                 .collect();
             if refused.is_empty() {
-                return Ok((routes, filters));
+                Ok((guard.keep(), filters))
+            } else {
+                Err(SubscribeError::Rejected(refused))
             }
-            SubscribeError::Rejected(refused)
         }
-        Ok(Err(_)) => SubscribeError::Closed,
-        Err(_) => SubscribeError::Timeout(write_timeout),
-    };
-    let unused = shared.router_write().remove(&routes);
-    unsubscribe_unused(shared, unused);
-    Err(failure)
+        Ok(Err(_)) => Err(SubscribeError::Closed),
+        Err(_) => Err(SubscribeError::Timeout(write_timeout)),
+    }
+}
+
+/// Routes of a subscription not yet granted: dropped, it removes them and tells the
+/// broker to forget filters nothing else uses.
+struct RouteGuard {
+    shared: Arc<Shared>,
+    routes: Vec<u64>,
+    armed: bool,
+}
+
+impl RouteGuard {
+    fn keep(mut self) -> Vec<u64> {
+        self.armed = false;
+        std::mem::take(&mut self.routes)
+    }
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let unused = self.shared.router_write().remove(&self.routes);
+            unsubscribe_unused(&self.shared, unused);
+        }
+    }
 }
 
 /// Queue one UNSUBSCRIBE per filter (rumqttc sends one filter per packet).
