@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, reason = "test fixtures: a failure fails the test")]
 //! TLS through rustls against Mosquitto's TLS listener, with certificates made for the
 //! test: a trusted CA connects, an unknown CA is a typed TLS error.
 
