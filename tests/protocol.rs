@@ -1,4 +1,7 @@
-#![allow(clippy::unwrap_used, reason = "test fixtures: a failure fails the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test fixtures: a failure fails the test"
+)]
 //! Protocol corners no real broker produces on cue, against a scripted broker:
 //! retransmission with DUP, QoS 2 resumption with PUBREL, an unknown PUBREL, a QoS 2
 //! re-send before PUBREL, acknowledgement order, and the in-flight window.

@@ -1,4 +1,7 @@
-#![allow(clippy::unwrap_used, reason = "test fixtures: a failure fails the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test fixtures: a failure fails the test"
+)]
 //! TLS through rustls against Mosquitto's TLS listener, with certificates made for the
 //! test: a trusted CA connects, an unknown CA is a typed TLS error.
 
