@@ -16,7 +16,7 @@
 //! | Feature | Description | Default |
 //! |---|---|---|
 //! | `client` | The MQTT client (pulls in rumqttc, tokio, rustls). Without it: types, traits, codecs and topic rules only. | yes |
-//! | `json` | [`JsonCodec`](codec::JsonCodec), the client's default codec (serde_json). | yes |
+//! | `json` | [`JsonCodec`], the client's default codec (serde_json). | yes |
 //!
 //! ```no_run
 //! # #[tokio::main]

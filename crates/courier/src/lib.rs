@@ -62,7 +62,7 @@
 
 pub use courier_core::*;
 
-/// JSON payloads: [`Json<T>`](json::Json) and [`JsonCodec`](json::JsonCodec).
+/// JSON payloads: [`Json<T>`](json::Json) and [`JsonCodec`].
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub mod json {

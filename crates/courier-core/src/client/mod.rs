@@ -1,10 +1,10 @@
 //! The MQTT client: one connection to one broker, driven by rumqttc on a background
 //! task.
 //!
-//! Layout: [`options`] builds and validates; `lifecycle` starts and stops the
+//! Layout: `options` builds and validates; `lifecycle` starts and stops the
 //! background task that `driver` runs; `outbound` and `inbound` map courier's
 //! requests to rumqttc's packet ids and acknowledgements; `router` routes incoming
-//! messages to [`subscription`]s.
+//! messages to `subscription`s.
 
 mod backoff;
 mod credentials;
