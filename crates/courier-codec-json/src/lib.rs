@@ -2,7 +2,7 @@
 //!
 //! [`JsonCodec`] is the client's default codec (it lives in `courier-core` so the
 //! client can default to it; this crate re-exports it). [`Json`] picks JSON for one
-//! publish, whatever the client's codec is, and decodes without a client.
+//! publish or one decode, whatever the client's codec is, and works without a client.
 //!
 //! This crate never compiles the MQTT client: it depends on `courier-core` without its
 //! `client` feature.
@@ -25,12 +25,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use courier_core::codec::JsonCodec;
-use courier_core::codec::{Codec, decode_value, encode_value};
+use courier_core::codec::{Codec, decode_with, encode_with};
 use courier_core::error::{DecodeError, EncodeError};
-use courier_core::payload::IntoPayload;
+use courier_core::payload::{FromPayload, IntoPayload};
 
 /// A value sent or read as JSON, whatever the client's default codec is:
-/// `client.publish("t", Json(&order))`.
+/// `client.publish("t", Json(&order))`, `let Json(order) = msg.decode::<Json<Order>>()?`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Json<T>(pub T);
 
@@ -41,7 +41,7 @@ impl<T: Serialize> Json<T> {
     ///
     /// When the value cannot be represented in JSON (e.g. a map with non-string keys).
     pub fn to_bytes(&self) -> Result<Bytes, EncodeError> {
-        encode_value(&JsonCodec, &self.0)
+        encode_with(&JsonCodec, &self.0)
     }
 }
 
@@ -52,7 +52,7 @@ impl<T: DeserializeOwned> Json<T> {
     ///
     /// A [`DecodeError`] naming the codec and `T`.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, DecodeError> {
-        decode_value(&JsonCodec, bytes).map(Json)
+        decode_with(&JsonCodec, bytes).map(Json)
     }
 }
 
@@ -62,36 +62,27 @@ impl<T: Serialize> IntoPayload for Json<T> {
     }
 }
 
+impl<T: DeserializeOwned> FromPayload for Json<T> {
+    fn from_payload(payload: &Bytes, _default: &dyn Codec) -> Result<Self, DecodeError> {
+        Self::from_slice(payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use courier_core::codec::{CodecExt, Format, transform::Base64};
     use std::collections::HashMap;
 
     #[test]
-    fn wrapper_ignores_the_default_codec() {
-        #[derive(Debug)]
-        struct Other;
-        impl Codec for Other {
-            fn name(&self) -> &'static str {
-                "other"
-            }
-            fn encode(
-                &self,
-                _: &dyn courier_core::codec::erased_serde::Serialize,
-                _: &mut bytes::BytesMut,
-            ) -> Result<(), courier_core::BoxError> {
-                Err("must not be called".into())
-            }
-            fn decode(
-                &self,
-                _: &[u8],
-                _: &mut dyn courier_core::codec::DecodeVisitor,
-            ) -> Result<(), courier_core::BoxError> {
-                Err("must not be called".into())
-            }
-        }
-        let bytes = Json(vec![1, 2]).into_payload(&Other).ok();
+    fn wrappers_ignore_the_default_codec() {
+        // Base64-wrapped JSON as the "client codec": Json must still write plain JSON.
+        let default = JsonCodec.then(Base64);
+        assert_ne!(default.name(), "");
+        let bytes = Json(vec![1, 2]).into_payload(&default).ok();
         assert_eq!(bytes.as_deref(), Some(&b"[1,2]"[..]));
+        let back = Json::<Vec<u8>>::from_payload(&Bytes::from_static(b"[1,2]"), &default).ok();
+        assert_eq!(back, Some(Json(vec![1, 2])));
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! |---|---|---|
 //! | `client` | The MQTT client (pulls in rumqttc, tokio, rustls). Without it: types, traits, codecs and topic rules only. | yes |
 //! | `json` | [`JsonCodec`], the client's default codec (serde_json). | yes |
+//! | `tls` | TLS through rustls (ring provider): `ClientBuilder::tls`, `mqtts://` URLs. | yes |
+//! | `base64` | The [`Base64`](codec::transform::Base64) byte transform. | no |
+//! | `gzip` | The [`Gzip`](codec::transform::Gzip) byte transform. | no |
 //!
 //! ```no_run
 //! # #[tokio::main]
@@ -45,21 +48,23 @@ pub mod topic;
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use codec::Codec;
 #[cfg(feature = "json")]
 pub use codec::JsonCodec;
+pub use codec::{Codec, CodecExt, Decoder, Encoder, Fallback, Format};
 pub use error::{
     BoxError, ConfigError, ConnectError, DecodeError, EncodeError, PublishError, RefusedReason,
     SubscribeError, UnsubscribeError,
 };
 pub use message::{Message, MessageParts};
-pub use payload::IntoPayload;
+pub use payload::{Encoded, FromPayload, IntoPayload};
 pub use qos::QoS;
 pub use topic::{TopicError, TopicFilter};
 
+#[cfg(feature = "tls")]
+pub use client::TlsConfig;
 #[cfg(feature = "client")]
 pub use client::{
     Backoff, Client, ClientBuilder, ClientInfo, ConnectionState, CredentialProvider, Credentials,
     Event, EventStream, Handler, PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription,
-    SubscriptionHandle, TlsConfig,
+    SubscriptionHandle,
 };

@@ -5,10 +5,10 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 
-use crate::codec::{Codec, decode_value};
+use crate::codec::{Codec, Decoder, decode_with};
 use crate::error::DecodeError;
+use crate::payload::FromPayload;
 use crate::qos::QoS;
 
 /// A message delivered by the broker. Cheap to clone (one reference count).
@@ -120,22 +120,25 @@ impl Message {
         &*self.inner.codec
     }
 
-    /// Decode the payload into a `T` with the client's codec (JSON by default).
+    /// Decode the payload: any `T: DeserializeOwned` with the client's codec (JSON by
+    /// default), or a codec wrapper such as `Json<T>`, `MsgPack<T>` or `Protobuf<M>`
+    /// with that codec (the Go `DecodePayload`).
     ///
     /// # Errors
     ///
     /// A [`DecodeError`] naming the codec and `T` when the payload does not decode.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        decode_value(&*self.inner.codec, &self.inner.payload)
+    pub fn decode<T: FromPayload>(&self) -> Result<T, DecodeError> {
+        T::from_payload(&self.inner.payload, &*self.inner.codec)
     }
 
-    /// Decode the payload into a `T` with another codec.
+    /// Decode the payload into a `T` with any [`Decoder`], including chains and
+    /// transforms: `msg.decode_with::<Order, _>(&JsonCodec.or(MsgPackCodec::new()))`.
     ///
     /// # Errors
     ///
     /// A [`DecodeError`] naming the codec and `T` when the payload does not decode.
-    pub fn decode_with<T: DeserializeOwned>(&self, codec: &dyn Codec) -> Result<T, DecodeError> {
-        decode_value(codec, &self.inner.payload)
+    pub fn decode_with<T, D: Decoder<T> + ?Sized>(&self, decoder: &D) -> Result<T, DecodeError> {
+        decode_with(decoder, &self.inner.payload)
     }
 }
 

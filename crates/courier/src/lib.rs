@@ -40,10 +40,16 @@
 //!
 //! | Feature | Description | Default |
 //! |---|---|---|
-//! | `json` | [`Json<T>`](Json), to publish or decode JSON whatever the client's codec | yes |
-//! | `full` | Every feature | no |
+//! | `json` | `Json<T>`: publish or decode JSON whatever the client's codec | yes |
+//! | `tls` | TLS through rustls: `ClientBuilder::tls`, `mqtts://` URLs | yes |
+//! | `protobuf` | `ProstCodec` and `Protobuf<M>` for prost messages; `courier::prost` | no |
+//! | `msgpack` | `MsgPackCodec` (structs as maps, or compact) and `MsgPack<T>` | no |
+//! | `base64` | The `Base64` byte transform: `JsonCodec.then(Base64)` | no |
+//! | `gzip` | The `Gzip` byte transform (bounded decompression) | no |
+//! | `full` | Every feature above | no |
 //!
-//! JSON as the client's default codec ([`JsonCodec`]) is always available.
+//! JSON as the client's default codec ([`JsonCodec`]) is always available. Features
+//! only add: enabling one never changes a type or a default.
 //!
 //! ## Important notes
 //!
@@ -72,6 +78,43 @@ pub mod json {
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub use courier_codec_json::Json;
+
+/// Protocol Buffers payloads: [`Protobuf<M>`](protobuf::Protobuf) and
+/// [`ProstCodec`](protobuf::ProstCodec).
+#[cfg(feature = "protobuf")]
+#[cfg_attr(docsrs, doc(cfg(feature = "protobuf")))]
+pub mod protobuf {
+    pub use courier_codec_protobuf::*;
+}
+
+#[cfg(feature = "protobuf")]
+#[cfg_attr(docsrs, doc(cfg(feature = "protobuf")))]
+pub use courier_codec_protobuf::{ProstCodec, Protobuf, prost};
+
+/// MessagePack payloads: [`MsgPack<T>`](msgpack::MsgPack) and
+/// [`MsgPackCodec`](msgpack::MsgPackCodec).
+#[cfg(feature = "msgpack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
+pub mod msgpack {
+    pub use courier_codec_msgpack::*;
+}
+
+#[cfg(feature = "msgpack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
+pub use courier_codec_msgpack::{MsgPack, MsgPackCodec};
+
+/// Extension traits, imported anonymously: `use courier::prelude::*;`.
+pub mod prelude {
+    pub use courier_core::codec::CodecExt as _;
+}
+
+#[cfg(feature = "base64")]
+#[cfg_attr(docsrs, doc(cfg(feature = "base64")))]
+pub use courier_core::codec::transform::Base64;
+
+#[cfg(feature = "gzip")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gzip")))]
+pub use courier_core::codec::transform::Gzip;
 
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]

@@ -347,6 +347,7 @@ fn classify(error: ConnectionError, connect_timeout: std::time::Duration) -> Con
         }),
         ConnectionError::NetworkTimeout => ConnectError::Timeout(connect_timeout),
         ConnectionError::Io(e) => ConnectError::Tcp(e),
+        #[cfg(feature = "tls")]
         ConnectionError::Tls(e) => ConnectError::Tls(Box::new(e)),
         other => ConnectError::Protocol(Box::new(other)),
     }

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions};
 use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -56,8 +54,11 @@ fn mqtt_options(opts: &ValidOptions) -> MqttOptions {
     if let Some(creds) = &opts.static_credentials {
         mqtt.set_credentials(creds.username(), creds.password().unwrap_or_default());
     }
+    #[cfg(feature = "tls")]
     if let Some(tls) = &b.tls {
-        mqtt.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.rustls())));
+        mqtt.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+            tls.rustls(),
+        )));
     }
     if let Some(will) = &b.last_will {
         mqtt.set_last_will(LastWill {

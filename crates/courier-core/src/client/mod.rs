@@ -19,6 +19,7 @@ mod outbound;
 mod publish;
 mod router;
 mod subscription;
+#[cfg(feature = "tls")]
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ pub use info::ClientInfo;
 pub use options::{ClientBuilder, MQTT_MAX_PACKET_SIZE, SessionLossPolicy};
 pub use publish::PublishBuilder;
 pub use subscription::{SubscribeBuilder, Subscription, SubscriptionHandle};
+#[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 
 use crate::codec::Codec;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::Client;
 use super::backoff::Backoff;
 use super::credentials::{BoxFuture, CredentialProvider, Credentials};
+#[cfg(feature = "tls")]
 use super::tls::TlsConfig;
 use crate::codec::{Codec, JsonCodec};
 use crate::error::{ConfigError, ConnectError};
@@ -66,8 +67,10 @@ pub struct ClientBuilder {
     pub(crate) password: Option<String>,
     pub(crate) credential_provider: Option<Arc<dyn CredentialProvider>>,
     pub(crate) credential_timeout: Duration,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsConfig>,
     /// `tls` was chosen by an `mqtts://` URL rather than by `tls()`.
+    #[cfg(feature = "tls")]
     pub(crate) tls_from_url: bool,
     pub(crate) keep_alive: Duration,
     pub(crate) connect_timeout: Duration,
@@ -101,7 +104,9 @@ impl Default for ClientBuilder {
             password: None,
             credential_provider: None,
             credential_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
             tls_from_url: false,
             keep_alive: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
@@ -152,20 +157,7 @@ impl ClientBuilder {
                 self.host = Some(host);
                 self.port = port;
                 self.address_error = None;
-                if self.tls_from_url {
-                    // Undo what an earlier url() chose; a tls() setting is kept.
-                    self.tls = None;
-                    self.tls_from_url = false;
-                }
-                if tls && self.tls.is_none() {
-                    match TlsConfig::native_roots() {
-                        Ok(config) => {
-                            self.tls = Some(config);
-                            self.tls_from_url = true;
-                        }
-                        Err(e) => self.address_error = Some(e),
-                    }
-                }
+                self.use_url_tls(tls);
             }
             Err(reason) => {
                 self.address_error = Some(ConfigError::InvalidAddress {
@@ -208,7 +200,37 @@ impl ClientBuilder {
         self
     }
 
+    /// Apply the TLS choice of a URL scheme.
+    #[cfg(feature = "tls")]
+    fn use_url_tls(&mut self, tls: bool) {
+        if self.tls_from_url {
+            // Undo what an earlier url() chose; a tls() setting is kept.
+            self.tls = None;
+            self.tls_from_url = false;
+        }
+        if tls && self.tls.is_none() {
+            match TlsConfig::native_roots() {
+                Ok(config) => {
+                    self.tls = Some(config);
+                    self.tls_from_url = true;
+                }
+                Err(e) => self.address_error = Some(e),
+            }
+        }
+    }
+
+    /// Without the `tls` feature an `mqtts://` URL is a configuration error.
+    #[cfg(not(feature = "tls"))]
+    fn use_url_tls(&mut self, tls: bool) {
+        if tls {
+            self.address_error = Some(ConfigError::Tls(
+                "TLS is not compiled in: enable courier's `tls` feature".into(),
+            ));
+        }
+    }
+
     /// Connect over TLS.
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self.tls_from_url = false;
@@ -546,6 +568,18 @@ fn parse_url(url: &str) -> Result<(String, u16, bool), &'static str> {
     Ok((host, port, tls))
 }
 
+impl ClientBuilder {
+    #[cfg(feature = "tls")]
+    fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn uses_tls(&self) -> bool {
+        false
+    }
+}
+
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
@@ -555,7 +589,7 @@ impl fmt::Debug for ClientBuilder {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("credential_provider", &self.credential_provider.is_some())
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.uses_tls())
             .field("keep_alive", &self.keep_alive)
             .field("connect_timeout", &self.connect_timeout)
             .field("write_timeout", &self.write_timeout)
