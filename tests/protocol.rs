@@ -281,3 +281,45 @@ async fn the_in_flight_window_holds_back_and_tolerates_out_of_order_acks() {
     }
     let _socket = script.await.unwrap().unwrap();
 }
+
+/// The ack watchdog: a broker that answers pings but never acknowledges a publish
+/// makes the client drop the connection after `ack_timeout` and retransmit; the
+/// publish then resolves on the new connection's PUBACK.
+#[tokio::test]
+async fn the_ack_watchdog_reconnects_when_acks_stop() {
+    let (listener, port) = listener().await;
+    let script = tokio::spawn(async move {
+        let mut first = wire::accept(&listener, false).await?;
+        wire::read_until(&mut first, |p| p.kind() == 3).await?; // never acked
+        let hold = tokio::spawn(async move {
+            // Keep answering pings on the stalled connection until it is dropped.
+            let _ = wire::read_until(&mut first, |_| false).await;
+        });
+        let mut second = wire::accept(&listener, true).await?;
+        let again = wire::read_until(&mut second, |p| p.kind() == 3).await?;
+        wire::write(&mut second, 0x40, &again.pkid_of_publish().to_be_bytes()).await?;
+        hold.abort();
+        Ok::<_, std::io::Error>((again, second))
+    });
+    let client = builder(port)
+        .ack_timeout(Duration::from_millis(400))
+        .keep_alive(Duration::from_secs(30))
+        .write_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(TIMEOUT, client.publish("stalled", "x")).await;
+    assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    let took = started.elapsed();
+    let (again, _socket) = script.await.unwrap().unwrap();
+    assert!(again.publish().unwrap().0, "retransmitted with DUP");
+    assert!(took >= Duration::from_millis(400), "not before the timeout: {took:?}");
+    let mut saw = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
+        saw |= matches!(e, Event::AckTimeout { .. });
+    }
+    assert!(saw, "an AckTimeout event was emitted");
+    println!("ack watchdog: reconnected and acknowledged after {took:?} (ack_timeout 400 ms)");
+}

@@ -113,20 +113,10 @@ impl Driver {
                     }
                 }
             }
-            let lost = loop {
-                match self.eventloop.poll().await {
-                    Ok(event) => {
-                        if !self.handle(event) {
-                            break None;
-                        }
-                    }
-                    Err(error) => break Some(error),
-                }
-            };
-            let Some(error) = lost else {
+            let Some(reason) = self.serve().await else {
                 break true; // our DISCONNECT went out
             };
-            self.on_connection_lost(&error);
+            self.on_connection_lost(reason);
             if !self.shared.opts.builder.auto_reconnect || self.shared.shutdown.is_cancelled() {
                 break self.shared.shutdown.is_cancelled();
             }
@@ -203,8 +193,45 @@ impl Driver {
         }
     }
 
-    fn on_connection_lost(&mut self, error: &ConnectionError) {
-        let reason = error.to_string();
+    /// Poll the connection until it ends: `None` after our DISCONNECT, or why it was
+    /// lost.
+    async fn serve(&mut self) -> Option<String> {
+        let Some(ack_timeout) = self.shared.opts.builder.ack_timeout else {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(event) => {
+                        if !self.handle(event) {
+                            return None;
+                        }
+                    }
+                    Err(error) => return Some(error.to_string()),
+                }
+            }
+        };
+        // With the ack watchdog on, a forced reconnect interrupts the poll. A poll cut
+        // short can lose the packet it was writing; the connection is dropped anyway,
+        // and `clean()` keeps every unacknowledged publish for retransmission.
+        loop {
+            let shared = self.shared.clone();
+            tokio::select! {
+                biased;
+                _ = shared.force_reconnect.notified() => {
+                    self.eventloop.clean();
+                    return Some(format!("no acknowledgement within {ack_timeout:?}"));
+                }
+                polled = self.eventloop.poll() => match polled {
+                    Ok(event) => {
+                        if !self.handle(event) {
+                            return None;
+                        }
+                    }
+                    Err(error) => return Some(error.to_string()),
+                },
+            }
+        }
+    }
+
+    fn on_connection_lost(&mut self, reason: String) {
         tracing::warn!(%reason, "courier: connection lost");
         let collision = self.eventloop.state.collision.take();
         self.shared

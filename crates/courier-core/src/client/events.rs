@@ -63,6 +63,12 @@ pub enum Event {
         /// How long the client waits first.
         delay: Duration,
     },
+    /// The ack watchdog found a publish unacknowledged for longer than `ack_timeout`
+    /// and is forcing a reconnect.
+    AckTimeout {
+        /// How long the oldest publish had waited.
+        waited: Duration,
+    },
     /// A subscription's buffer was full and QoS 0 messages were dropped.
     SlowConsumer {
         /// The subscription's filters (comma-separated when it has several).
@@ -93,6 +99,9 @@ impl fmt::Display for Event {
             }
             Event::Reconnecting { attempt, delay } => {
                 write!(f, "reconnect attempt {attempt} in {delay:?}")
+            }
+            Event::AckTimeout { waited } => {
+                write!(f, "no acknowledgement for {waited:?}: reconnecting")
             }
             Event::SlowConsumer { filter, dropped } => {
                 write!(

@@ -105,12 +105,16 @@ fn spawn(
         events,
         closing: AtomicBool::new(false),
         shutdown: CancellationToken::new(),
+        force_reconnect: tokio::sync::Notify::new(),
         driver: tokio::sync::Mutex::new(None),
         opts,
     });
     let (first_tx, first_rx) = oneshot::channel();
     let driver = Driver::new(shared.clone(), eventloop, fail_fast.then_some(first_tx));
     let handle = tokio::spawn(driver.run());
+    if let Some(timeout) = shared.opts.builder.ack_timeout {
+        tokio::spawn(super::watchdog::run(shared.clone(), timeout));
+    }
     if let Ok(mut slot) = shared.driver.try_lock() {
         *slot = Some(handle);
     }

@@ -21,6 +21,7 @@ mod router;
 mod subscription;
 #[cfg(feature = "tls")]
 mod tls;
+mod watchdog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -95,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) closing: AtomicBool,
     pub(crate) shutdown: CancellationToken,
+    /// Set by the ack watchdog to make the driver drop the connection.
+    pub(crate) force_reconnect: tokio::sync::Notify,
     pub(crate) driver: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 

@@ -75,6 +75,7 @@ pub struct ClientBuilder {
     pub(crate) keep_alive: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) write_timeout: Duration,
+    pub(crate) ack_timeout: Option<Duration>,
     pub(crate) clean_session: bool,
     pub(crate) auto_reconnect: bool,
     pub(crate) reconnect_backoff: Backoff,
@@ -111,6 +112,7 @@ impl Default for ClientBuilder {
             keep_alive: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
+            ack_timeout: None,
             clean_session: false,
             auto_reconnect: true,
             reconnect_backoff: Backoff::default(),
@@ -255,6 +257,15 @@ impl ClientBuilder {
     /// changed with `PublishBuilder::timeout`.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+
+    /// The ack watchdog (the Go `WithAckTimeout`; default off): when a sent publish
+    /// waits longer than this for its PUBACK/PUBREC/PUBCOMP while the connection looks
+    /// alive, the client drops the connection and reconnects, retransmitting what is
+    /// in flight. Catches a broker that keeps answering pings but stopped acking.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = Some(timeout);
         self
     }
 
@@ -497,6 +508,7 @@ impl ClientBuilder {
             ("connect_timeout", self.connect_timeout),
             ("write_timeout", self.write_timeout),
             ("credential_timeout", self.credential_timeout),
+            ("ack_timeout", self.ack_timeout.unwrap_or(Duration::MAX)),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -593,6 +605,7 @@ impl fmt::Debug for ClientBuilder {
             .field("keep_alive", &self.keep_alive)
             .field("connect_timeout", &self.connect_timeout)
             .field("write_timeout", &self.write_timeout)
+            .field("ack_timeout", &self.ack_timeout)
             .field("clean_session", &self.clean_session)
             .field("auto_reconnect", &self.auto_reconnect)
             .field("reconnect_backoff", &self.reconnect_backoff)

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rumqttc::{Publish, QoS as WireQoS, Request, Subscribe, SubscribeFilter, Unsubscribe};
 use tokio::sync::{Notify, Semaphore, oneshot};
@@ -35,6 +36,8 @@ pub(crate) struct PendingPublish {
     pub(crate) waiter: Option<oneshot::Sender<PublishResult>>,
     /// The packet, kept for QoS 1/2 so it can be re-published after a session loss.
     pub(crate) packet: Option<Publish>,
+    /// When the packet (or its PUBREL) last went out and started waiting for an ack.
+    pub(crate) waiting_since: Option<Instant>,
 }
 
 impl PendingPublish {
@@ -239,8 +242,9 @@ impl Outbound {
             tracing::error!(pkid, "courier: packet id outside the tracked range");
             return;
         };
-        if slot.publish.is_some() {
-            return; // a retransmission of a tracked publish
+        if let Some(entry) = slot.publish.as_mut() {
+            entry.waiting_since = Some(Instant::now()); // a retransmission
+            return;
         }
         let entry = match self.collided.take() {
             Some((id, entry)) if id == pkid => Some(entry),
@@ -250,7 +254,10 @@ impl Outbound {
             }
         };
         match entry {
-            Some(entry) => slot.publish = Some(entry),
+            Some(mut entry) => {
+                entry.waiting_since = Some(Instant::now());
+                slot.publish = Some(entry);
+            }
             None => tracing::error!(pkid, "courier: untracked publish"),
         }
     }
@@ -277,7 +284,8 @@ impl Outbound {
     /// PUBREC: the broker has the QoS 2 message; the PUBREL/PUBCOMP leg follows.
     pub(crate) fn on_pubrec(&mut self, pkid: u16) {
         if let Some(slot) = self.slots.get_mut(usize::from(pkid)) {
-            if let Some(entry) = slot.publish.take() {
+            if let Some(mut entry) = slot.publish.take() {
+                entry.waiting_since = Some(Instant::now());
                 slot.release = Some(entry);
             }
         }
@@ -292,6 +300,15 @@ impl Outbound {
         {
             self.finish(entry, false, Ok(()));
         }
+    }
+
+    /// When the longest-waiting sent publish started waiting for its ack.
+    pub(crate) fn oldest_unacknowledged(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flat_map(|s| [&s.publish, &s.release])
+            .filter_map(|e| e.as_ref()?.waiting_since)
+            .min()
     }
 
     pub(crate) fn on_subscribe_sent(&mut self, pkid: u16) {
@@ -413,6 +430,17 @@ impl Outbound {
         );
 
         if session_present {
+            // Retransmissions start a new wait.
+            let now = Instant::now();
+            for entry in self
+                .slots
+                .iter_mut()
+                .flat_map(|s| [&mut s.publish, &mut s.release])
+            {
+                if let Some(entry) = entry.as_mut() {
+                    entry.waiting_since = Some(now);
+                }
+            }
             out.extend(replay.resend);
         } else {
             // The broker forgot every packet id: each tracked publish is either sent
@@ -519,6 +547,7 @@ mod tests {
         out.push_publish(PendingPublish {
             waiter: Some(tx),
             packet,
+            waiting_since: None,
         });
         rx
     }

@@ -206,6 +206,7 @@ async fn send(
         outbound.push_publish(PendingPublish {
             waiter: Some(tx),
             packet,
+            waiting_since: None,
         });
         // The channel is sized so that this never waits; the lock keeps the FIFO in
         // the channel's order.
