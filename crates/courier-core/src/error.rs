@@ -250,6 +250,9 @@ pub enum PublishError {
     /// The client is stopped or stopping; nothing more is sent.
     #[error("client stopped")]
     Closed,
+    /// A middleware refused or failed the publish.
+    #[error("publish middleware failed")]
+    Middleware(#[source] BoxError),
 }
 
 impl PublishError {
@@ -300,6 +303,9 @@ pub enum SubscribeError {
     /// The client is stopped or stopping.
     #[error("client stopped")]
     Closed,
+    /// A middleware refused or failed the subscribe.
+    #[error("subscribe middleware failed")]
+    Middleware(#[source] BoxError),
 }
 
 impl SubscribeError {
@@ -331,6 +337,9 @@ pub enum UnsubscribeError {
     /// The client is stopped or stopping.
     #[error("client stopped")]
     Closed,
+    /// A middleware refused or failed the unsubscribe.
+    #[error("unsubscribe middleware failed")]
+    Middleware(#[source] BoxError),
 }
 
 /// Shortens user input quoted in an error message.

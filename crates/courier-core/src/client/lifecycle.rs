@@ -2,7 +2,7 @@
 //! spawns the driver task, and stops it gracefully.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions};
@@ -13,11 +13,14 @@ use tokio_util::sync::CancellationToken;
 use super::driver::Driver;
 use super::events::ConnectionState;
 use super::inbound::Inbound;
+use super::middleware::{BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply};
 use super::options::ValidOptions;
 use super::outbound::Outbound;
+use super::publish::ClientPublisher;
 use super::publish::wire_qos;
 use super::router::Router;
-use super::{Client, Shared};
+use super::subscription::{ClientSubscriber, ClientUnsubscriber};
+use super::{Chains, Client, Shared};
 use crate::error::{ConfigError, ConnectError};
 
 /// rumqttc's request channel is bounded; courier bounds what it puts in with its own
@@ -106,9 +109,11 @@ fn spawn(
         closing: AtomicBool::new(false),
         shutdown: CancellationToken::new(),
         force_reconnect: tokio::sync::Notify::new(),
+        chains: std::sync::OnceLock::new(),
         driver: tokio::sync::Mutex::new(None),
         opts,
     });
+    let _ = shared.chains.set(build_chains(&shared));
     let (first_tx, first_rx) = oneshot::channel();
     let driver = Driver::new(shared.clone(), eventloop, fail_fast.then_some(first_tx));
     let handle = tokio::spawn(driver.run());
@@ -119,6 +124,46 @@ fn spawn(
         *slot = Some(handle);
     }
     (Client::owned(shared), first_rx)
+}
+
+/// Wrap each operation's last hop in the layers set on the builder.
+fn build_chains(shared: &Arc<Shared>) -> Chains {
+    let layers = &shared.opts.builder.layers;
+    let weak = Arc::downgrade(shared);
+    Chains {
+        publisher: (!layers.publish.is_empty()).then(|| {
+            apply(
+                &layers.publish,
+                BoxPublisher::new(ClientPublisher(weak.clone())),
+            )
+        }),
+        subscriber: (!layers.subscribe.is_empty()).then(|| {
+            apply(
+                &layers.subscribe,
+                BoxSubscriber::new(ClientSubscriber(weak.clone())),
+            )
+        }),
+        unsubscriber: (!layers.unsubscribe.is_empty()).then(|| {
+            apply(
+                &layers.unsubscribe,
+                BoxUnsubscriber::new(ClientUnsubscriber(weak.clone())),
+            )
+        }),
+        stopper: (!layers.stop.is_empty())
+            .then(|| apply(&layers.stop, BoxStopper::new(ClientStopper(weak)))),
+    }
+}
+
+/// The last hop of the stop chain: the graceful stop.
+#[derive(Debug)]
+struct ClientStopper(Weak<Shared>);
+
+impl Stopper for ClientStopper {
+    async fn stop(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            stop(&shared).await;
+        }
+    }
 }
 
 pub(crate) async fn stop(shared: &Arc<Shared>) {

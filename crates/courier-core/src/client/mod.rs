@@ -14,6 +14,7 @@ mod handler;
 mod inbound;
 mod info;
 mod lifecycle;
+pub mod middleware;
 mod options;
 mod outbound;
 mod publish;
@@ -42,6 +43,7 @@ pub use tls::TlsConfig;
 
 use crate::codec::Codec;
 use crate::error::UnsubscribeError;
+use middleware::Stopper;
 use options::ValidOptions;
 use outbound::Outbound;
 use router::Router;
@@ -98,6 +100,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Set by the ack watchdog to make the driver drop the connection.
     pub(crate) force_reconnect: tokio::sync::Notify,
+    /// The middleware chains, built right after this struct (their last hops hold a
+    /// weak reference to it).
+    pub(crate) chains: std::sync::OnceLock<Chains>,
     pub(crate) driver: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -110,7 +115,26 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// The built middleware chains; `None` where no layer was set (the direct path).
+#[derive(Debug, Default)]
+pub(crate) struct Chains {
+    pub(crate) publisher: Option<middleware::BoxPublisher>,
+    pub(crate) subscriber: Option<middleware::BoxSubscriber>,
+    pub(crate) unsubscriber: Option<middleware::BoxUnsubscriber>,
+    pub(crate) stopper: Option<middleware::BoxStopper>,
+}
+
 impl Shared {
+    pub(crate) fn chains(&self) -> &Chains {
+        static NONE: Chains = Chains {
+            publisher: None,
+            subscriber: None,
+            unsubscriber: None,
+            stopper: None,
+        };
+        self.chains.get().unwrap_or(&NONE)
+    }
+
     pub(crate) fn outbound(&self) -> MutexGuard<'_, Outbound> {
         self.outbound.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -276,8 +300,10 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let filters: Vec<String> = filters.into_iter().map(Into::into).collect();
-        subscription::unsubscribe(&self.shared, filters, true).await
+        let request = middleware::UnsubscribeRequest {
+            filters: filters.into_iter().map(Into::into).collect(),
+        };
+        subscription::unsubscribe_via_chain(&self.shared, request).await
     }
 
     /// Stop gracefully: refuse new work, wait up to the graceful shutdown period for
@@ -291,7 +317,10 @@ impl Client {
     /// Once called, the stop proceeds even if this future is dropped; awaiting it again
     /// waits for the end.
     pub async fn stop(&self) {
-        lifecycle::stop(&self.shared).await;
+        match &self.shared.chains().stopper {
+            Some(chain) => chain.stop().await,
+            None => lifecycle::stop(&self.shared).await,
+        }
     }
 }
 

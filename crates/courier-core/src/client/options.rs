@@ -10,6 +10,11 @@ use bytes::Bytes;
 use super::Client;
 use super::backoff::Backoff;
 use super::credentials::{BoxFuture, CredentialProvider, Credentials};
+use super::handler::Handler;
+use super::middleware::{
+    BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Layer, Layers, Publisher,
+    Stopper, Subscriber, Unsubscriber,
+};
 #[cfg(feature = "tls")]
 use super::tls::TlsConfig;
 use crate::codec::{Codec, JsonCodec};
@@ -92,6 +97,7 @@ pub struct ClientBuilder {
     pub(crate) on_connect: Option<ConnectCallback>,
     pub(crate) on_connection_lost: Option<LostCallback>,
     pub(crate) on_reconnect: Option<ReconnectCallback>,
+    pub(crate) layers: Layers,
 }
 
 impl Default for ClientBuilder {
@@ -132,6 +138,7 @@ impl Default for ClientBuilder {
             on_connect: None,
             on_connection_lost: None,
             on_reconnect: None,
+            layers: Layers::default(),
         }
     }
 }
@@ -402,6 +409,72 @@ impl ClientBuilder {
         self
     }
 
+    /// Wrap every publish in `layer` (the Go `UsePublisherMiddleware`, set at build
+    /// time). Several layers in one call, as a tuple `(A, B)`, compose with no
+    /// allocation between them, `A` outermost; each call adds one boxed hop, and the
+    /// first call is the outermost.
+    pub fn publish_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxPublisher> + Send + Sync + 'static,
+        L::Service: Publisher,
+    {
+        self.layers
+            .publish
+            .push(Arc::new(move |next| BoxPublisher::new(layer.layer(next))));
+        self
+    }
+
+    /// Wrap every subscribe (single and multiple) in `layer`; see
+    /// [`publish_layer`](Self::publish_layer).
+    pub fn subscribe_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxSubscriber> + Send + Sync + 'static,
+        L::Service: Subscriber,
+    {
+        self.layers
+            .subscribe
+            .push(Arc::new(move |next| BoxSubscriber::new(layer.layer(next))));
+        self
+    }
+
+    /// Wrap every unsubscribe in `layer`; see [`publish_layer`](Self::publish_layer).
+    pub fn unsubscribe_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxUnsubscriber> + Send + Sync + 'static,
+        L::Service: Unsubscriber,
+    {
+        self.layers.unsubscribe.push(Arc::new(move |next| {
+            BoxUnsubscriber::new(layer.layer(next))
+        }));
+        self
+    }
+
+    /// Wrap [`Client::stop`] in `layer`; see [`publish_layer`](Self::publish_layer).
+    pub fn stop_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxStopper> + Send + Sync + 'static,
+        L::Service: Stopper,
+    {
+        self.layers
+            .stop
+            .push(Arc::new(move |next| BoxStopper::new(layer.layer(next))));
+        self
+    }
+
+    /// Wrap every message handler in `layer` (applied when a handler subscribes);
+    /// see [`publish_layer`](Self::publish_layer). `Subscription` streams have no
+    /// handler and are not wrapped.
+    pub fn handler_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxHandler> + Send + Sync + 'static,
+        L::Service: Handler,
+    {
+        self.layers
+            .handler
+            .push(Arc::new(move |next| BoxHandler::new(layer.layer(next))));
+        self
+    }
+
     /// Validate, connect, and return once the broker accepted the connection (CONNACK).
     /// The client then runs in the background, reconnecting as configured, until
     /// [`Client::stop`].
@@ -615,6 +688,7 @@ impl fmt::Debug for ClientBuilder {
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("session_loss", &self.session_loss)
             .field("codec", &self.codec)
+            .field("layers", &self.layers)
             .finish_non_exhaustive()
     }
 }

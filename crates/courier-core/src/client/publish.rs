@@ -10,8 +10,11 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use super::Client;
+use std::sync::Weak;
+
+use super::middleware::{PublishRequest, Publisher};
 use super::outbound::PendingPublish;
+use super::{Client, Shared};
 use crate::codec::encode_value;
 use crate::error::{EncodeError, PublishError, quote_input};
 use crate::payload::IntoPayload;
@@ -64,20 +67,29 @@ impl<'a> IntoFuture for PublishBuilder<'a> {
     /// acknowledgement is no longer awaited.
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let payload = self.payload?;
-            let timeout = self
-                .timeout
-                .unwrap_or(self.client.shared.opts.builder.write_timeout);
-            send(
-                self.client,
-                self.topic,
-                payload,
-                self.qos,
-                self.retain,
-                timeout,
-            )
-            .await
+            let mut request = PublishRequest::new(self.topic, self.payload?);
+            request.qos = self.qos;
+            request.retain = self.retain;
+            request.timeout = self.timeout;
+            let shared = &self.client.shared;
+            match &shared.chains().publisher {
+                Some(chain) => chain.publish(request).await,
+                None => send(shared, request).await,
+            }
         })
+    }
+}
+
+/// The last hop of the publish chain: sends to the broker.
+#[derive(Debug)]
+pub(crate) struct ClientPublisher(pub(crate) Weak<Shared>);
+
+impl Publisher for ClientPublisher {
+    async fn publish(&self, request: PublishRequest) -> Result<(), PublishError> {
+        match self.0.upgrade() {
+            Some(shared) => send(&shared, request).await,
+            None => Err(PublishError::Closed),
+        }
     }
 }
 
@@ -157,15 +169,16 @@ pub(crate) fn wire_qos(qos: QoS) -> rumqttc::QoS {
     }
 }
 
-async fn send(
-    client: &Client,
-    topic: String,
-    payload: Bytes,
-    qos: QoS,
-    retain: bool,
-    timeout: Duration,
-) -> Result<(), PublishError> {
-    let shared = &client.shared;
+async fn send(shared: &Shared, request: PublishRequest) -> Result<(), PublishError> {
+    let PublishRequest {
+        topic,
+        payload,
+        qos,
+        retain,
+        timeout,
+        ..
+    } = request;
+    let timeout = timeout.unwrap_or(shared.opts.builder.write_timeout);
     validate_topic_name(&topic).map_err(|source| PublishError::InvalidTopic {
         topic: quote_input(&topic),
         source,

@@ -4,7 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 use super::handler::Handler;
+use super::middleware::{
+    BoxHandler, SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber, apply,
+};
 use super::outbound::PendingRequest;
 use super::publish::wire_qos;
 use super::router::{Source, queue};
@@ -70,36 +73,63 @@ impl<'a> SubscribeBuilder<'a> {
         self,
         handler: H,
     ) -> Result<SubscriptionHandle, SubscribeError> {
+        let (subscribed, source) = self.register().await?;
+        let shared = self.client.shared.clone();
+        let layers = &shared.opts.builder.layers.handler;
+        if layers.is_empty() {
+            tokio::spawn(run_handler(shared.clone(), handler, source));
+        } else {
+            let chain = apply(layers, BoxHandler::new(handler));
+            tokio::spawn(run_handler(shared.clone(), chain, source));
+        }
+        Ok(SubscriptionHandle {
+            shared,
+            routes: subscribed.routes,
+            filters: subscribed.filters,
+        })
+    }
+
+    /// Route the filters to a new queue and subscribe through the chain.
+    async fn register(&self) -> Result<(Subscribed, Source), SubscribeError> {
+        let shared = &self.client.shared;
         let capacity = self
             .buffer
-            .unwrap_or(self.client.shared.opts.builder.subscription_buffer);
-        let (sink, mut source) = queue(capacity, &self.label());
-        let (routes, filters) = subscribe(self.client, self.filters, self.qos, sink).await?;
-        let shared = self.client.shared.clone();
-        let client = Client::unowned(shared.clone());
-        tokio::spawn(async move {
-            while let Some(delivery) = source.recv().await {
-                let topic = delivery.message.topic().to_owned();
-                let outcome = AssertUnwindSafe(handler.handle(client.clone(), delivery.message))
-                    .catch_unwind()
-                    .await;
-                let error = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("handler panicked".to_owned()),
-                };
-                if let Some(error) = error {
-                    tracing::warn!(%topic, %error, "courier: message handler failed");
-                    shared.emit(Event::HandlerFailed { topic, error });
-                }
-                drop(delivery.ack);
-            }
-        });
-        Ok(SubscriptionHandle {
-            shared: self.client.shared.clone(),
-            routes,
-            filters,
-        })
+            .unwrap_or(shared.opts.builder.subscription_buffer);
+        let (sink, source) = queue(capacity, &self.label());
+        let request = SubscribeRequest {
+            filters: self
+                .filters
+                .iter()
+                .map(|(f, q)| (f.clone(), q.unwrap_or(self.qos)))
+                .collect(),
+            sink,
+        };
+        let subscribed = match &shared.chains().subscriber {
+            Some(chain) => chain.subscribe(request).await?,
+            None => subscribe(shared, request).await?,
+        };
+        Ok((subscribed, source))
+    }
+}
+
+/// Runs a handler subscription: one message at a time, in order, on its own task.
+async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: Source) {
+    let client = Client::unowned(shared.clone());
+    while let Some(delivery) = source.recv().await {
+        let topic = delivery.message.topic().to_owned();
+        let outcome = AssertUnwindSafe(handler.handle(client.clone(), delivery.message))
+            .catch_unwind()
+            .await;
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("handler panicked".to_owned()),
+        };
+        if let Some(error) = error {
+            tracing::warn!(%topic, %error, "courier: message handler failed");
+            shared.emit(Event::HandlerFailed { topic, error });
+        }
+        drop(delivery.ack);
     }
 }
 
@@ -113,16 +143,12 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
     /// unsubscribes at the broker if the SUBSCRIBE went out).
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let capacity = self
-                .buffer
-                .unwrap_or(self.client.shared.opts.builder.subscription_buffer);
-            let (sink, source) = queue(capacity, &self.label());
-            let (routes, filters) = subscribe(self.client, self.filters, self.qos, sink).await?;
+            let (subscribed, source) = self.register().await?;
             Ok(Subscription {
                 shared: self.client.shared.clone(),
                 source,
-                routes,
-                filters,
+                routes: subscribed.routes,
+                filters: subscribed.filters,
                 unsubscribed: false,
             })
         })
@@ -178,13 +204,40 @@ impl Client {
     }
 }
 
+/// The last hop of the subscribe chain: routes the filters and sends SUBSCRIBE.
+#[derive(Debug)]
+pub(crate) struct ClientSubscriber(pub(crate) Weak<Shared>);
+
+impl Subscriber for ClientSubscriber {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscribed, SubscribeError> {
+        match self.0.upgrade() {
+            Some(shared) => subscribe(&shared, request).await,
+            None => Err(SubscribeError::Closed),
+        }
+    }
+}
+
+/// The last hop of the unsubscribe chain: drops the routes and sends UNSUBSCRIBE.
+#[derive(Debug)]
+pub(crate) struct ClientUnsubscriber(pub(crate) Weak<Shared>);
+
+impl Unsubscriber for ClientUnsubscriber {
+    async fn unsubscribe(&self, request: UnsubscribeRequest) -> Result<(), UnsubscribeError> {
+        match self.0.upgrade() {
+            Some(shared) => unsubscribe(&shared, request.filters).await,
+            None => Err(UnsubscribeError::Closed),
+        }
+    }
+}
+
 async fn subscribe(
-    client: &Client,
-    requested: Vec<(String, Option<QoS>)>,
-    default_qos: QoS,
-    sink: super::router::Sink,
-) -> Result<(Vec<u64>, Vec<String>), SubscribeError> {
-    let shared = &client.shared;
+    shared: &Arc<Shared>,
+    request: SubscribeRequest,
+) -> Result<Subscribed, SubscribeError> {
+    let SubscribeRequest {
+        filters: requested,
+        sink,
+    } = request;
     if requested.is_empty() {
         return Err(SubscribeError::NoFilters);
     }
@@ -195,7 +248,7 @@ async fn subscribe(
                 filter: quote_input(&filter),
                 source,
             })?;
-        parsed.push((topic_filter, qos.unwrap_or(default_qos)));
+        parsed.push((topic_filter, qos));
     }
     if shared.is_closing() {
         return Err(SubscribeError::Closed);
@@ -248,7 +301,10 @@ async fn subscribe(
                 .map(|(f, _)| f.clone())
                 .collect();
             if refused.is_empty() {
-                Ok((guard.keep(), filters))
+                Ok(Subscribed {
+                    routes: guard.keep(),
+                    filters,
+                })
             } else {
                 Err(SubscribeError::Rejected(refused))
             }
@@ -313,11 +369,18 @@ fn unsubscribe_unused(shared: &Shared, filters: Vec<String>) {
     let _ = queue_unsubscribes(shared, filters, false);
 }
 
-pub(crate) async fn unsubscribe(
+/// Unsubscribe through the chain.
+pub(crate) async fn unsubscribe_via_chain(
     shared: &Arc<Shared>,
-    filters: Vec<String>,
-    remove_routes: bool,
+    request: UnsubscribeRequest,
 ) -> Result<(), UnsubscribeError> {
+    match &shared.chains().unsubscriber {
+        Some(chain) => chain.unsubscribe(request).await,
+        None => unsubscribe(shared, request.filters).await,
+    }
+}
+
+async fn unsubscribe(shared: &Arc<Shared>, filters: Vec<String>) -> Result<(), UnsubscribeError> {
     if filters.is_empty() {
         return Err(UnsubscribeError::NoFilters);
     }
@@ -330,9 +393,7 @@ pub(crate) async fn unsubscribe(
     if shared.is_closing() {
         return Err(UnsubscribeError::Closed);
     }
-    if remove_routes {
-        shared.router_write().remove_filters(&filters);
-    }
+    shared.router_write().remove_filters(&filters);
     let receivers = queue_unsubscribes(shared, filters, true)?;
     let write_timeout = shared.opts.builder.write_timeout;
     match timeout(write_timeout, join_all(receivers)).await {
@@ -389,7 +450,7 @@ impl Subscription {
         if unused.is_empty() {
             return Ok(());
         }
-        unsubscribe(&self.shared, unused, false).await
+        unsubscribe_via_chain(&self.shared, UnsubscribeRequest { filters: unused }).await
     }
 }
 
@@ -440,6 +501,6 @@ impl SubscriptionHandle {
         if unused.is_empty() {
             return Ok(());
         }
-        unsubscribe(&self.shared, unused, false).await
+        unsubscribe_via_chain(&self.shared, UnsubscribeRequest { filters: unused }).await
     }
 }
