@@ -24,6 +24,7 @@ struct Inner {
     retained: bool,
     duplicate: bool,
     packet_id: Option<NonZeroU16>,
+    properties: Vec<(String, String)>,
     codec: Arc<dyn Codec>,
 }
 
@@ -44,6 +45,9 @@ pub struct MessageParts {
     pub duplicate: bool,
     /// The packet identifier (QoS 1 and 2 only).
     pub packet_id: Option<NonZeroU16>,
+    /// User properties. MQTT 3.1.1 carries none on the wire; a middleware that reads
+    /// an envelope (e.g. trace context) puts them here, as MQTT 5 will.
+    pub properties: Vec<(String, String)>,
 }
 
 impl MessageParts {
@@ -56,6 +60,7 @@ impl MessageParts {
             retained: false,
             duplicate: false,
             packet_id: None,
+            properties: Vec::new(),
         }
     }
 }
@@ -71,6 +76,7 @@ impl Message {
                 retained: parts.retained,
                 duplicate: parts.duplicate,
                 packet_id: parts.packet_id,
+                properties: parts.properties,
                 codec,
             }),
         }
@@ -113,6 +119,40 @@ impl Message {
     /// The packet identifier, for QoS 1 and 2 messages.
     pub fn packet_id(&self) -> Option<NonZeroU16> {
         self.inner.packet_id
+    }
+
+    /// The user properties (see [`MessageParts::properties`]).
+    pub fn properties(&self) -> &[(String, String)] {
+        &self.inner.properties
+    }
+
+    /// The first user property named `key`.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.inner
+            .properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A copy of the fields, to build a changed message with
+    /// [`with_parts`](Self::with_parts) (e.g. in a handler middleware).
+    pub fn to_parts(&self) -> MessageParts {
+        let i = &self.inner;
+        MessageParts {
+            topic: i.topic.clone(),
+            payload: i.payload.clone(),
+            qos: i.qos,
+            retained: i.retained,
+            duplicate: i.duplicate,
+            packet_id: i.packet_id,
+            properties: i.properties.clone(),
+        }
+    }
+
+    /// A message with these fields and this message's codec.
+    pub fn with_parts(&self, parts: MessageParts) -> Message {
+        Message::from_parts(parts, self.inner.codec.clone())
     }
 
     /// The codec [`decode`](Message::decode) uses: the client's default codec.
