@@ -149,6 +149,9 @@ impl Shared {
 
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(%event, "courier event");
+        for callback in &self.opts.builder.event_callbacks {
+            callback(&event);
+        }
         let _ = self.events.send(event);
     }
 

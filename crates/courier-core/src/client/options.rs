@@ -41,6 +41,7 @@ pub enum SessionLossPolicy {
 
 pub(crate) type ConnectCallback = Arc<dyn Fn(Client, bool) -> BoxFuture<'static, ()> + Send + Sync>;
 pub(crate) type LostCallback = Arc<dyn Fn(Client, String) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type EventCallback = Arc<dyn Fn(&super::Event) + Send + Sync>;
 pub(crate) type ReconnectCallback =
     Arc<dyn Fn(Client, u32) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -98,6 +99,7 @@ pub struct ClientBuilder {
     pub(crate) on_connection_lost: Option<LostCallback>,
     pub(crate) on_reconnect: Option<ReconnectCallback>,
     pub(crate) layers: Layers,
+    pub(crate) event_callbacks: Vec<EventCallback>,
 }
 
 impl Default for ClientBuilder {
@@ -139,6 +141,7 @@ impl Default for ClientBuilder {
             on_connection_lost: None,
             on_reconnect: None,
             layers: Layers::default(),
+            event_callbacks: Vec::new(),
         }
     }
 }
@@ -406,6 +409,15 @@ impl ClientBuilder {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_reconnect = Some(Arc::new(move |c, attempt| Box::pin(f(c, attempt))));
+        self
+    }
+
+    /// Call `f` with every [`Event`](super::Event), synchronously, as it happens (keep
+    /// it quick: it runs on the client's own task). Several may be set; telemetry
+    /// uses this to keep connection gauges. For async work, use
+    /// [`Client::events`](super::Client::events) instead.
+    pub fn on_event(mut self, f: impl Fn(&super::Event) + Send + Sync + 'static) -> Self {
+        self.event_callbacks.push(Arc::new(f));
         self
     }
 
