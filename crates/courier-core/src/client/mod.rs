@@ -286,6 +286,20 @@ impl Client {
         }
     }
 
+    /// Publishes waiting for an acknowledgement (sent or queued): cheap, for load
+    /// balancing across connections.
+    pub fn publishes_in_flight(&self) -> usize {
+        self.shared.outbound().publishes_in_flight()
+    }
+
+    /// The broker address (`host:port`) this client connects to.
+    pub fn address(&self) -> String {
+        format!(
+            "{}:{}",
+            self.shared.opts.host, self.shared.opts.builder.port
+        )
+    }
+
     /// Unsubscribe from `filters`: every local subscription on them ends, and the
     /// broker is told to stop sending.
     ///

@@ -64,10 +64,12 @@ pub(crate) struct LastWill {
 /// Courier adds: TCP_NODELAY on, 100 publishes in flight, 16 MiB maximum packet size
 /// and JSON as the codec.
 #[must_use = "a builder does nothing until connect() or start()"]
+#[derive(Clone)]
 pub struct ClientBuilder {
     pub(crate) host: Option<String>,
     pub(crate) port: u16,
-    pub(crate) address_error: Option<ConfigError>,
+    /// Why the last `url()` could not be used, reported by `validate()`.
+    pub(crate) address_error: Option<AddressProblem>,
     pub(crate) client_id: String,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
@@ -172,7 +174,7 @@ impl ClientBuilder {
                 self.use_url_tls(tls);
             }
             Err(reason) => {
-                self.address_error = Some(ConfigError::InvalidAddress {
+                self.address_error = Some(AddressProblem::Invalid {
                     address: url.to_owned(),
                     reason,
                 })
@@ -226,7 +228,7 @@ impl ClientBuilder {
                     self.tls = Some(config);
                     self.tls_from_url = true;
                 }
-                Err(e) => self.address_error = Some(e),
+                Err(e) => self.address_error = Some(AddressProblem::Tls(e.to_string())),
             }
         }
     }
@@ -235,8 +237,8 @@ impl ClientBuilder {
     #[cfg(not(feature = "tls"))]
     fn use_url_tls(&mut self, tls: bool) {
         if tls {
-            self.address_error = Some(ConfigError::Tls(
-                "TLS is not compiled in: enable courier's `tls` feature".into(),
+            self.address_error = Some(AddressProblem::Tls(
+                "TLS is not compiled in: enable courier's `tls` feature".to_owned(),
             ));
         }
     }
@@ -533,8 +535,12 @@ impl ClientBuilder {
     }
 
     pub(crate) fn validate(self) -> Result<ValidOptions, ConfigError> {
-        if let Some(err) = self.address_error {
-            return Err(err);
+        match self.address_error {
+            Some(AddressProblem::Invalid { address, reason }) => {
+                return Err(ConfigError::InvalidAddress { address, reason });
+            }
+            Some(AddressProblem::Tls(reason)) => return Err(ConfigError::Tls(reason.into())),
+            None => {}
         }
         let host = self.host.clone().ok_or(ConfigError::MissingAddress)?;
         if host.is_empty() {
@@ -623,6 +629,16 @@ impl ClientBuilder {
             builder: self,
         })
     }
+}
+
+/// A problem with the address given to `url()`, kept (cloneably) until `validate()`.
+#[derive(Debug, Clone)]
+pub(crate) enum AddressProblem {
+    Invalid {
+        address: String,
+        reason: &'static str,
+    },
+    Tls(String),
 }
 
 /// Options that passed validation.
