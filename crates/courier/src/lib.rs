@@ -46,6 +46,8 @@
 //! | `msgpack` | `MsgPackCodec` (structs as maps, or compact) and `MsgPack<T>` | no |
 //! | `base64` | The `Base64` byte transform: `JsonCodec.then(Base64)` | no |
 //! | `gzip` | The `Gzip` byte transform (bounded decompression) | no |
+//! | `otel` | OpenTelemetry spans, `metrics` counters and histograms, trace-context propagation: `courier::otel` | no |
+//! | `cluster` | Pools, multi-broker clusters, resolvers, shared subscriptions: `courier::cluster::ClusterClient` | no |
 //! | `full` | Every feature above | no |
 //!
 //! JSON as the client's default codec ([`JsonCodec`]) is always available. Features
@@ -102,6 +104,22 @@ pub mod msgpack {
 #[cfg(feature = "msgpack")]
 #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 pub use courier_codec_msgpack::{MsgPack, MsgPackCodec};
+
+/// OpenTelemetry: [`CourierOtel`](otel::CourierOtel) installs spans, metrics and
+/// trace-context propagation on a client builder.
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel {
+    pub use courier_otel::*;
+}
+
+/// Several connections behind one client: pools, broker clusters, resolvers and
+/// shared subscriptions ([`ClusterClient`](cluster::ClusterClient)).
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub mod cluster {
+    pub use courier_cluster::*;
+}
 
 /// Extension traits, imported anonymously: `use courier::prelude::*;`.
 pub mod prelude {

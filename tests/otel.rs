@@ -1,0 +1,593 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers: a failure fails the test"
+)]
+//! courier-otel against a real broker: a trace that travels from publisher to
+//! handler in the envelope, spans and counters for failures, latency histograms,
+//! the connection gauges, disabled paths, and the Prometheus page.
+//!
+//! The `metrics` recorder is global and can be set once per process: the first test
+//! installs a Prometheus recorder (with its HTTP listener, on a thread and runtime of
+//! its own so it outlives every test), and each test tells its series apart by a
+//! service name of its own. Traces go to an in-memory exporter per test.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use courier::otel::opentelemetry::trace::{SpanKind, Status};
+use courier::otel::semconv::{self, metric_names, span_names};
+use courier::otel::{CourierOtel, OtelBuilderExt as _, metrics as otel_metrics};
+use courier::{Client, Message, QoS};
+use courier_integration_tests::{broker, client, client_id};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The process-wide Prometheus recorder and the address of its HTTP listener.
+struct Prometheus {
+    handle: PrometheusHandle,
+    addr: SocketAddr,
+}
+
+fn prometheus() -> &'static Prometheus {
+    static PROMETHEUS: OnceLock<Prometheus> = OnceLock::new();
+    PROMETHEUS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .unwrap();
+                let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+                for (metric, buckets) in otel_metrics::LATENCY_BUCKETS {
+                    builder = builder
+                        .set_buckets_for_metric(Matcher::Full(metric.to_owned()), buckets)
+                        .unwrap();
+                }
+                let (recorder, exporter) = builder.build().unwrap();
+                let handle = recorder.handle();
+                metrics::set_global_recorder(recorder).unwrap();
+                tx.send(Prometheus { handle, addr }).unwrap();
+                let _ = exporter.await;
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// A service name of this test's own, to filter its series by.
+fn service(name: &str) -> String {
+    client_id(&format!("svc-{name}"))
+}
+
+/// The sum of the series `name` (Prometheus form) whose labels include all `labels`
+/// (Prometheus form: `service_name`, `mqtt_topic`, ...).
+fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = prometheus().handle.render();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches = metric_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Wait until `metric(name, labels)` satisfies `ok` (2 s at most); return it.
+async fn wait_metric(name: &str, labels: &[(&str, &str)], ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let value = metric(name, labels);
+        if ok(value) || tokio::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A tracer provider exporting to memory as each span ends.
+fn tracing() -> (SdkTracerProvider, InMemorySpanExporter) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    (provider, exporter)
+}
+
+/// The finished spans once `ok` holds for them (2 s at most).
+async fn spans_until(
+    exporter: &InMemorySpanExporter,
+    ok: impl Fn(&[SpanData]) -> bool,
+) -> Vec<SpanData> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let spans = exporter.get_finished_spans().unwrap();
+        if ok(&spans) || tokio::time::Instant::now() > deadline {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+fn the<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    match named(spans, name).as_slice() {
+        [span] => span,
+        other => panic!("expected one {name} span, got {}: {spans:#?}", other.len()),
+    }
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.as_str().into_owned())
+}
+
+fn is_error(span: &SpanData) -> bool {
+    matches!(span.status, Status::Error { .. })
+}
+
+/// GET `/metrics` with a raw HTTP/1.0 request; the body.
+async fn scrape(addr: SocketAddr) -> String {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .expect("the metrics page did not answer in 5 s")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    assert!(response.contains(" 200 "), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// A publish from client A, handled by client B with the envelope on: one trace,
+/// the consumer span a child of the producer span; counters and latencies recorded.
+#[tokio::test]
+async fn a_trace_travels_from_publisher_to_handler_in_the_envelope() {
+    prometheus();
+    let broker = broker().await;
+    let (provider, exporter) = tracing();
+    let svc = service("trace");
+    let otel = CourierOtel::new(&svc)
+        .tracer_provider(&provider)
+        .envelope(true);
+
+    let sub_id = client_id("otel-sub");
+    let subscriber = client(&broker, "otel-sub")
+        .client_id(&sub_id)
+        .with_otel(&otel.clone().client_id(&sub_id))
+        .connect()
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _handle = subscriber
+        .subscribe("otel/trace/+")
+        .qos(QoS::AtLeastOnce)
+        .handler(move |_client: Client, message: Message| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(message);
+            }
+        })
+        .await
+        .unwrap();
+
+    let pub_id = client_id("otel-pub");
+    let publisher = otel
+        .clone()
+        .client_id(&pub_id)
+        .install(client(&broker, "otel-pub").client_id(&pub_id))
+        .connect()
+        .await
+        .unwrap();
+    publisher.publish("otel/trace/7", "hello").await.unwrap();
+
+    let message = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("no message in 5 s")
+        .unwrap();
+    assert_eq!(message.payload_str().unwrap(), "hello", "envelope removed");
+    assert!(message.property("traceparent").is_some());
+
+    let spans = spans_until(&exporter, |s| !named(s, span_names::CALLBACK).is_empty()).await;
+    let producer = the(&spans, span_names::PUBLISH);
+    let consumer = the(&spans, span_names::CALLBACK);
+    let subscribe = the(&spans, span_names::SUBSCRIBE);
+    assert_eq!(producer.span_kind, SpanKind::Producer);
+    assert_eq!(consumer.span_kind, SpanKind::Consumer);
+    assert_eq!(subscribe.span_kind, SpanKind::Client);
+    assert_eq!(
+        consumer.span_context.trace_id(),
+        producer.span_context.trace_id()
+    );
+    assert_eq!(consumer.parent_span_id, producer.span_context.span_id());
+    assert!(consumer.parent_span_is_remote);
+    assert!(!is_error(producer) && !is_error(consumer) && !is_error(subscribe));
+
+    assert_eq!(attr(producer, semconv::MQTT_TOPIC).unwrap(), "otel/trace/7");
+    assert_eq!(attr(producer, semconv::MQTT_QOS).unwrap(), "1");
+    assert_eq!(attr(producer, semconv::MQTT_RETAINED).unwrap(), "false");
+    assert_eq!(attr(producer, semconv::MQTT_CLIENT_ID).unwrap(), pub_id);
+    assert_eq!(attr(producer, semconv::SERVICE_NAME).unwrap(), svc);
+    assert_eq!(attr(producer, semconv::MESSAGING_SYSTEM).unwrap(), "mqtt");
+    assert_eq!(
+        attr(producer, semconv::MESSAGING_OPERATION_TYPE).unwrap(),
+        "publish"
+    );
+    assert_eq!(
+        attr(producer, semconv::MESSAGING_DESTINATION_NAME).unwrap(),
+        "otel/trace/7"
+    );
+    assert_eq!(attr(consumer, semconv::MQTT_TOPIC).unwrap(), "otel/trace/7");
+    assert_eq!(attr(consumer, semconv::MQTT_CLIENT_ID).unwrap(), sub_id);
+    assert_eq!(
+        attr(consumer, semconv::MESSAGING_MESSAGE_BODY_SIZE).unwrap(),
+        "5"
+    );
+    assert_eq!(
+        attr(subscribe, semconv::MQTT_TOPIC).unwrap(),
+        "otel/trace/+"
+    );
+
+    let by_service = [("service_name", svc.as_str())];
+    let publish_labels = [
+        ("service_name", svc.as_str()),
+        ("mqtt_clientid", pub_id.as_str()),
+        ("mqtt_topic", "otel/trace/7"),
+    ];
+    assert_eq!(metric("courier_publish_attempts", &publish_labels), 1.0);
+    assert_eq!(metric("courier_publish_failures", &by_service), 0.0);
+    assert_eq!(
+        metric("courier_publish_latency_count", &publish_labels),
+        1.0
+    );
+    assert_eq!(metric("courier_subscribe_attempts", &by_service), 1.0);
+    assert_eq!(metric("courier_subscribe_latency_count", &by_service), 1.0);
+    let callback_labels = [
+        ("service_name", svc.as_str()),
+        ("mqtt_clientid", sub_id.as_str()),
+        ("mqtt_topic", "otel/trace/7"),
+    ];
+    assert_eq!(
+        wait_metric(
+            "courier_subscribe_callback_latency_count",
+            &callback_labels,
+            |v| v >= 1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric("courier_subscribe_callback_attempts", &callback_labels),
+        1.0
+    );
+    assert_eq!(
+        metric("courier_subscribe_callback_failures", &by_service),
+        0.0
+    );
+    assert_eq!(metric("courier_inflight", &by_service), 0.0);
+
+    publisher.stop().await;
+    subscriber.stop().await;
+}
+
+/// A publish to an invalid topic, a subscribe to an invalid filter and a failing
+/// handler count as failures and mark their spans as errors.
+#[tokio::test]
+async fn failures_are_counted_and_marked_on_spans() {
+    prometheus();
+    let broker = broker().await;
+    let (provider, exporter) = tracing();
+    let svc = service("fail");
+    let id = client_id("otel-fail");
+    let c = CourierOtel::new(&svc)
+        .client_id(&id)
+        .tracer_provider(&provider)
+        .install(client(&broker, "otel-fail").client_id(&id))
+        .connect()
+        .await
+        .unwrap();
+
+    assert!(c.publish("bad/+/topic", "x").await.is_err());
+    assert!(c.subscribe("bad/#/filter").await.is_err());
+    assert!(c.unsubscribe(["bad/#/again"]).await.is_err());
+    let _handle = c
+        .subscribe("otel/fail")
+        .handler(|_c: Client, _m: Message| async { Err::<(), _>("boom") })
+        .await
+        .unwrap();
+    c.publish("otel/fail", "x").await.unwrap();
+
+    let by_service = [("service_name", svc.as_str())];
+    assert_eq!(
+        wait_metric("courier_subscribe_callback_failures", &by_service, |v| v
+            >= 1.0)
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric("courier_subscribe_callback_attempts", &by_service),
+        1.0
+    );
+    let bad_topic = [
+        ("service_name", svc.as_str()),
+        ("mqtt_topic", "bad/+/topic"),
+    ];
+    assert_eq!(metric("courier_publish_failures", &bad_topic), 1.0);
+    assert_eq!(metric("courier_publish_attempts", &by_service), 2.0);
+    assert_eq!(metric("courier_publish_failures", &by_service), 1.0);
+    assert_eq!(metric("courier_publish_latency_count", &by_service), 2.0);
+    let bad_filter = [
+        ("service_name", svc.as_str()),
+        ("mqtt_topic", "bad/#/filter"),
+    ];
+    assert_eq!(metric("courier_subscribe_failures", &bad_filter), 1.0);
+    assert_eq!(metric("courier_subscribe_attempts", &by_service), 2.0);
+    assert_eq!(metric("courier_subscribe_failures", &by_service), 1.0);
+    assert_eq!(metric("courier_unsubscribe_failures", &by_service), 1.0);
+    assert_eq!(
+        metric("courier_unsubscribe_latency_count", &by_service),
+        1.0
+    );
+
+    let spans = spans_until(&exporter, |s| !named(s, span_names::CALLBACK).is_empty()).await;
+    let publishes = named(&spans, span_names::PUBLISH);
+    let failed_publish = publishes
+        .iter()
+        .find(|s| attr(s, semconv::MQTT_TOPIC).as_deref() == Some("bad/+/topic"))
+        .unwrap();
+    assert!(is_error(failed_publish));
+    assert!(failed_publish.events.iter().any(|e| e.name == "exception"));
+    let subscribes = named(&spans, span_names::SUBSCRIBE);
+    let failed_subscribe = subscribes
+        .iter()
+        .find(|s| attr(s, semconv::MQTT_TOPIC).as_deref() == Some("bad/#/filter"))
+        .unwrap();
+    assert!(is_error(failed_subscribe));
+    assert!(is_error(the(&spans, span_names::UNSUBSCRIBE)));
+    let callback = the(&spans, span_names::CALLBACK);
+    assert!(is_error(callback));
+    assert!(callback.events.iter().any(|e| e.name == "exception"));
+    // Without the envelope the context does not travel: the callback is a new trace.
+    assert!(!callback.parent_span_is_remote);
+
+    c.stop().await;
+}
+
+/// `courier.connected` is 1 while connected and 0 after stop; `courier.reconnects`
+/// exists at 0; `courier.inflight` returns to 0.
+#[tokio::test]
+async fn the_connected_gauge_follows_the_connection() {
+    prometheus();
+    let broker = broker().await;
+    let svc = service("gauge");
+    let id = client_id("otel-gauge");
+    let c = CourierOtel::new(&svc)
+        .client_id(&id)
+        .traces(false)
+        .install(client(&broker, "otel-gauge").client_id(&id))
+        .connect()
+        .await
+        .unwrap();
+    let labels = [
+        ("service_name", svc.as_str()),
+        ("mqtt_clientid", id.as_str()),
+    ];
+    assert_eq!(
+        wait_metric("courier_connected", &labels, |v| v == 1.0).await,
+        1.0
+    );
+    assert_eq!(metric("courier_reconnects", &labels), 0.0);
+    assert!(
+        prometheus()
+            .handle
+            .render()
+            .contains(&format!("courier_reconnects{{service_name=\"{svc}\""))
+    );
+
+    let publishes: Vec<_> = (0..5)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.publish(format!("otel/gauge/{i}"), "x").await })
+        })
+        .collect();
+    for p in publishes {
+        p.await.unwrap().unwrap();
+    }
+    assert_eq!(metric("courier_publish_attempts", &labels), 5.0);
+    assert_eq!(metric("courier_inflight", &labels), 0.0);
+
+    c.stop().await;
+    assert_eq!(
+        wait_metric("courier_connected", &labels, |v| v == 0.0).await,
+        0.0
+    );
+}
+
+/// One SUBSCRIBE with several filters is an `otelcourier.SubscribeMultiple` span
+/// with one attempt per filter; an unsubscribe is an `otelcourier.Unsubscribe` span.
+#[tokio::test]
+async fn subscribe_multiple_and_unsubscribe_spans() {
+    prometheus();
+    let broker = broker().await;
+    let (provider, exporter) = tracing();
+    let svc = service("multi");
+    let c = CourierOtel::new(&svc)
+        .tracer_provider(&provider)
+        .topic_transformer(courier::otel::topic::numeric_levels_as("{id}"))
+        .install(client(&broker, "otel-multi"))
+        .connect()
+        .await
+        .unwrap();
+    let subscription = c
+        .subscribe_many([
+            ("otel/a/1", QoS::AtMostOnce),
+            ("otel/b/2", QoS::AtLeastOnce),
+        ])
+        .await
+        .unwrap();
+    c.unsubscribe(["otel/a/1", "otel/b/2"]).await.unwrap();
+    drop(subscription);
+
+    let spans = spans_until(&exporter, |s| !named(s, span_names::UNSUBSCRIBE).is_empty()).await;
+    let multi = the(&spans, span_names::SUBSCRIBE_MULTIPLE);
+    assert_eq!(multi.span_kind, SpanKind::Client);
+    assert_eq!(
+        attr(multi, semconv::MQTT_TOPIC_WITH_QOS).unwrap(),
+        "[\"otel/a/1 | qos[0]\",\"otel/b/2 | qos[1]\"]"
+    );
+    let unsubscribe = the(&spans, span_names::UNSUBSCRIBE);
+    assert_eq!(unsubscribe.span_kind, SpanKind::Client);
+    assert!(
+        attr(unsubscribe, semconv::MQTT_TOPIC)
+            .unwrap()
+            .contains("otel/b/2")
+    );
+    assert!(named(&spans, span_names::SUBSCRIBE).is_empty());
+
+    // The transformer keeps identifiers out of the labels.
+    let a = [
+        ("service_name", svc.as_str()),
+        ("mqtt_topic", "otel/a/{id}"),
+    ];
+    let b = [
+        ("service_name", svc.as_str()),
+        ("mqtt_topic", "otel/b/{id}"),
+    ];
+    assert_eq!(metric("courier_subscribe_attempts", &a), 1.0);
+    assert_eq!(metric("courier_subscribe_attempts", &b), 1.0);
+    assert_eq!(metric("courier_unsubscribe_attempts", &a), 1.0);
+    assert_eq!(metric("courier_unsubscribe_attempts", &b), 1.0);
+    assert_eq!(
+        metric(
+            "courier_subscribe_attempts",
+            &[("service_name", svc.as_str()), ("mqtt_topic", "otel/a/1")]
+        ),
+        0.0
+    );
+    c.stop().await;
+}
+
+/// Disabled paths record nothing; without the envelope a subscriber without
+/// courier-otel gets the payload untouched.
+#[tokio::test]
+async fn disabled_paths_and_no_envelope_leave_messages_alone() {
+    prometheus();
+    let broker = broker().await;
+    let (provider, exporter) = tracing();
+    let svc = service("off");
+    let c = CourierOtel::new(&svc)
+        .tracer_provider(&provider)
+        .publish(false)
+        .install(client(&broker, "otel-off"))
+        .connect()
+        .await
+        .unwrap();
+    let plain = client(&broker, "plain").connect().await.unwrap();
+    let mut sub = plain.subscribe("otel/off").await.unwrap();
+    c.publish("otel/off", "raw").await.unwrap();
+    let got = courier_integration_tests::recv_n(&mut sub, 1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].payload_str().unwrap(), "raw");
+    assert!(got[0].properties().is_empty());
+
+    let traced = CourierOtel::new(&svc)
+        .tracer_provider(&provider)
+        .install(client(&broker, "otel-on"))
+        .connect()
+        .await
+        .unwrap();
+    traced.publish("otel/off", "also raw").await.unwrap();
+    let got = courier_integration_tests::recv_n(&mut sub, 1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].payload_str().unwrap(), "also raw");
+
+    let spans = spans_until(&exporter, |s| !named(s, span_names::PUBLISH).is_empty()).await;
+    assert_eq!(named(&spans, span_names::PUBLISH).len(), 1, "{spans:#?}");
+    assert_eq!(
+        metric(
+            "courier_publish_attempts",
+            &[("service_name", svc.as_str())]
+        ),
+        1.0
+    );
+
+    let quiet = CourierOtel::new(service("quiet").as_str())
+        .tracer_provider(&provider)
+        .traces(false)
+        .metrics(false)
+        .install(client(&broker, "otel-quiet"))
+        .connect()
+        .await
+        .unwrap();
+    quiet.publish("otel/off", "x").await.unwrap();
+    assert_eq!(
+        named(&exporter.get_finished_spans().unwrap(), span_names::PUBLISH).len(),
+        1
+    );
+    for c in [c, plain, traced, quiet] {
+        c.stop().await;
+    }
+}
+
+/// The Prometheus page the exporter serves has the `courier_publish_attempts` series.
+#[tokio::test]
+async fn the_prometheus_page_serves_courier_publish_attempts() {
+    let prom = prometheus();
+    let broker = broker().await;
+    let svc = service("scrape");
+    let c = CourierOtel::new(&svc)
+        .traces(false)
+        .install(client(&broker, "otel-scrape"))
+        .connect()
+        .await
+        .unwrap();
+    c.publish("otel/scrape", "x").await.unwrap();
+    let body = scrape(prom.addr).await;
+    let series = body
+        .lines()
+        .find(|l| l.starts_with("courier_publish_attempts{") && l.contains(&format!("\"{svc}\"")))
+        .unwrap_or_else(|| panic!("no courier_publish_attempts for {svc} in:\n{body}"));
+    assert!(series.ends_with(" 1"), "{series}");
+    assert!(body.contains("# TYPE courier_publish_latency histogram"));
+    assert!(body.contains("courier_publish_latency_bucket{"));
+    c.stop().await;
+}
+
+/// Names used in docs/otel.md stay what the exporter shows.
+#[test]
+fn metric_names_are_the_go_ones() {
+    assert_eq!(metric_names::PUBLISH_ATTEMPTS, "courier.publish.attempts");
+    assert_eq!(
+        metric_names::CALLBACK_LATENCY,
+        "courier.subscribe.callback.latency"
+    );
+    assert_eq!(
+        span_names::SUBSCRIBE_MULTIPLE,
+        "otelcourier.SubscribeMultiple"
+    );
+}
