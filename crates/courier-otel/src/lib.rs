@@ -133,10 +133,10 @@ impl CourierOtel {
         }
     }
 
-    /// The `mqtt.clientid` attribute and label. Give the id the builder has: the
-    /// middleware cannot read it from the builder. Without it, publish, subscribe,
-    /// unsubscribe and connection metrics have no client id, and handler spans and
-    /// metrics take it from the [`Client`](courier_core::Client) they are handed.
+    /// The `mqtt.clientid` attribute and label. [`install`](Self::install) takes it
+    /// from the builder when not given here; with [`layer`](Self::layer) alone, set it
+    /// (handler spans and metrics fall back to the id of the
+    /// [`Client`](courier_core::Client) they are handed).
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = Some(id.into());
         self
@@ -281,7 +281,12 @@ impl CourierOtel {
     /// change the payload, and note that handler layers added before `install` see
     /// enveloped payloads.
     pub fn install(&self, builder: ClientBuilder) -> ClientBuilder {
-        let layer = self.layer();
+        let layer = if self.client_id.is_none() && !builder.configured_client_id().is_empty() {
+            // Label with the builder's client id unless one was given explicitly.
+            self.clone().client_id(builder.configured_client_id()).layer()
+        } else {
+            self.layer()
+        };
         let mut builder = builder;
         if self.metrics {
             metrics::describe();

@@ -189,6 +189,12 @@ impl ClientBuilder {
         self
     }
 
+    /// The client id set so far (empty if none): lets middleware installers such as
+    /// `courier-otel` label what they record.
+    pub fn configured_client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// A static user name.
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
