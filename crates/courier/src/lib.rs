@@ -124,6 +124,8 @@ pub mod cluster {
 /// Extension traits, imported anonymously: `use courier::prelude::*;`.
 pub mod prelude {
     pub use courier_core::codec::CodecExt as _;
+    #[cfg(feature = "otel")]
+    pub use courier_otel::OtelBuilderExt as _;
 }
 
 #[cfg(feature = "base64")]
