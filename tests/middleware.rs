@@ -1,4 +1,7 @@
-#![allow(clippy::unwrap_used, reason = "test fixtures: a failure fails the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test fixtures: a failure fails the test"
+)]
 //! Middleware chains against a real broker: order, rewriting, short-circuiting, and
 //! the handler, subscribe, unsubscribe and stop chains.
 

@@ -315,7 +315,10 @@ async fn the_ack_watchdog_reconnects_when_acks_stop() {
     let took = started.elapsed();
     let (again, _socket) = script.await.unwrap().unwrap();
     assert!(again.publish().unwrap().0, "retransmitted with DUP");
-    assert!(took >= Duration::from_millis(400), "not before the timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "not before the timeout: {took:?}"
+    );
     let mut saw = false;
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), events.next()).await {
         saw |= matches!(e, Event::AckTimeout { .. });

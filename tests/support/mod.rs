@@ -146,50 +146,34 @@ pub async fn next_connected(events: &mut courier::EventStream, within: Duration)
 
 /// Minimal MQTT 3.1.1 framing for scripted brokers: for what no real broker will do
 /// on cue (withhold acks, resend QoS 2, send an unknown PUBREL, refuse a filter).
+///
+/// A thin adapter over the test kit's framing ([`courier_testkit::mqtt`]), which
+/// [`courier_testkit::MockBroker`] also uses; new tests should use the mock broker.
 pub mod wire {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::ops::Deref;
+
+    use courier_testkit::mqtt;
     use tokio::net::{TcpListener, TcpStream};
 
-    /// One packet: the first byte (type and flags) and the rest after the length.
+    /// One packet: the first byte (type and flags) and the rest after the length
+    /// (`header` and `body`, through [`Deref`] to [`mqtt::Packet`]).
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Packet {
-        /// Type in the high nibble, flags in the low one.
-        pub header: u8,
-        /// Everything after the remaining-length field.
-        pub body: Vec<u8>,
+    pub struct Packet(pub mqtt::Packet);
+
+    impl Deref for Packet {
+        type Target = mqtt::Packet;
+
+        fn deref(&self) -> &mqtt::Packet {
+            &self.0
+        }
     }
 
     impl Packet {
-        /// The packet type (1 = CONNECT, 3 = PUBLISH, 8 = SUBSCRIBE, ...).
-        pub fn kind(&self) -> u8 {
-            self.header >> 4
-        }
-
         /// For a PUBLISH: (dup, qos, topic, packet id, payload).
         pub fn publish(&self) -> Option<(bool, u8, String, u16, Vec<u8>)> {
-            if self.kind() != 3 {
-                return None;
-            }
-            let qos = (self.header >> 1) & 3;
-            let len = usize::from(u16::from_be_bytes([
-                *self.body.first()?,
-                *self.body.get(1)?,
-            ]));
-            let topic = String::from_utf8(self.body.get(2..2 + len)?.to_vec()).ok()?;
-            let mut at = 2 + len;
-            let pkid = if qos > 0 {
-                at += 2;
-                u16::from_be_bytes([self.body[at - 2], self.body[at - 1]])
-            } else {
-                0
-            };
-            Some((
-                self.header & 0x08 != 0,
-                qos,
-                topic,
-                pkid,
-                self.body.get(at..)?.to_vec(),
-            ))
+            self.0
+                .publish()
+                .map(|p| (p.dup, p.qos, p.topic, p.pkid, p.payload))
         }
 
         /// The packet id of a QoS 1/2 PUBLISH (0 for anything else).
@@ -197,9 +181,12 @@ pub mod wire {
             self.publish().map_or(0, |p| p.3)
         }
 
-        /// The packet id of an ack-like packet (first two body bytes).
+        /// The packet id of an ack-like packet (first two body bytes; 0 if shorter).
         pub fn pkid(&self) -> u16 {
-            u16::from_be_bytes([self.body[0], self.body[1]])
+            match self.0.body.as_slice() {
+                [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+                _ => 0,
+            }
         }
     }
 
@@ -209,19 +196,7 @@ pub mod wire {
     ///
     /// When the connection closes or breaks.
     pub async fn read(socket: &mut TcpStream) -> std::io::Result<Packet> {
-        let header = socket.read_u8().await?;
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = socket.read_u8().await?;
-            len |= usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        socket.read_exact(&mut body).await?;
-        Ok(Packet { header, body })
+        mqtt::read_packet(socket).await.map(Packet)
     }
 
     /// Write one packet.
@@ -230,21 +205,7 @@ pub mod wire {
     ///
     /// When the connection breaks.
     pub async fn write(socket: &mut TcpStream, header: u8, body: &[u8]) -> std::io::Result<()> {
-        let mut out = vec![header];
-        let mut len = body.len();
-        loop {
-            let mut b = (len % 128) as u8;
-            len /= 128;
-            if len > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if len == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(body);
-        socket.write_all(&out).await
+        mqtt::write_packet(socket, &mqtt::Packet::new(header, body)).await
     }
 
     /// A QoS 1/2 PUBLISH from the broker.
@@ -260,16 +221,8 @@ pub mod wire {
         dup: bool,
         payload: &[u8],
     ) -> std::io::Result<()> {
-        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-        body.extend_from_slice(topic.as_bytes());
-        body.extend_from_slice(&pkid.to_be_bytes());
-        body.extend_from_slice(payload);
-        write(
-            socket,
-            0x30 | (qos << 1) | if dup { 0x08 } else { 0 },
-            &body,
-        )
-        .await
+        let publish = mqtt::Publish::new(topic, payload).qos(qos, pkid).dup(dup);
+        mqtt::write_packet(socket, &mqtt::Packet::from_publish(&publish)).await
     }
 
     /// Accept a client, read its CONNECT and answer CONNACK with `session_present`.
@@ -283,12 +236,12 @@ pub mod wire {
     ) -> std::io::Result<TcpStream> {
         let (mut socket, _) = listener.accept().await?;
         let connect = read(&mut socket).await?;
-        if connect.kind() != 1 {
+        if connect.kind() != mqtt::CONNECT {
             return Err(std::io::Error::other(format!(
                 "expected CONNECT, got {connect:?}"
             )));
         }
-        write(&mut socket, 0x20, &[u8::from(session_present), 0]).await?;
+        mqtt::write_packet(&mut socket, &mqtt::Packet::connack(session_present, 0)).await?;
         Ok(socket)
     }
 
@@ -303,8 +256,8 @@ pub mod wire {
     ) -> std::io::Result<Packet> {
         loop {
             let p = read(socket).await?;
-            if p.kind() == 12 {
-                write(socket, 0xd0, &[]).await?;
+            if p.kind() == mqtt::PINGREQ {
+                mqtt::write_packet(socket, &mqtt::Packet::pingresp()).await?;
                 continue;
             }
             if want(&p) {

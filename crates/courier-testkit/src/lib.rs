@@ -27,12 +27,22 @@
 //!
 //! [`EmbeddedBroker`] starts a rumqttd broker on a given address, for example
 //! programs that need a broker on `localhost:1883` when none is running.
+//!
+//! For fault injection: [`FaultProxy`] sits between a client and a broker and
+//! breaks, stalls, slows or cuts the connection on command (also at an exact
+//! MQTT packet), and [`MockBroker`] is a scripted broker for what no real broker
+//! does on cue (duplicate QoS 2 deliveries, unknown PUBRELs, withheld or
+//! reordered acknowledgements, malformed frames). Both share the MQTT framing of
+//! [`mqtt`].
 
 mod broker;
 mod embedded;
 mod kind;
+pub mod mock;
 mod mosquitto;
+pub mod mqtt;
 mod options;
+pub mod proxy;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -41,7 +51,9 @@ use std::time::Duration;
 pub use broker::TestBroker;
 pub use embedded::EmbeddedBroker;
 pub use kind::BrokerKind;
+pub use mock::{MockBroker, MockConnection};
 pub use options::BrokerOptions;
+pub use proxy::{Close, Direction, FaultProxy};
 
 /// The loopback address every test broker listens on.
 pub(crate) const HOST: &str = "127.0.0.1";

@@ -233,6 +233,12 @@ impl Driver {
 
     fn on_connection_lost(&mut self, reason: String) {
         tracing::warn!(%reason, "courier: connection lost");
+        // Events rumqttc buffered before the failure belong to the old connection
+        // (rumqttc keeps them across `clean()`): account for them now, or the first
+        // poll after the next CONNACK would map them onto the replayed requests.
+        while let Some(event) = self.eventloop.state.events.pop_front() {
+            self.handle(event);
+        }
         let collision = self.eventloop.state.collision.take();
         self.shared
             .outbound()

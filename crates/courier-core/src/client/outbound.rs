@@ -54,6 +54,10 @@ struct Slot {
     publish: Option<PendingPublish>,
     /// QoS 2 after PUBREC, waiting for PUBCOMP.
     release: Option<PendingPublish>,
+    /// Order of the first transmission, for replaying PUBLISHes in send order.
+    sent_seq: u64,
+    /// Order of the PUBREC, for replaying PUBRELs in PUBREC order [MQTT-4.6.0-4].
+    rec_seq: u64,
 }
 
 /// A SUBSCRIBE or UNSUBSCRIBE and who waits for its acknowledgement.
@@ -144,6 +148,8 @@ pub(crate) struct Outbound {
     replay: Option<Replay>,
     /// Publishes tracked anywhere above (FIFO, slots, collision slot).
     tracked: usize,
+    /// Stamps `sent_seq`/`rec_seq`.
+    seq: u64,
     window: Arc<Semaphore>,
     qos0_window: Arc<Semaphore>,
     idle: Arc<Notify>,
@@ -166,6 +172,7 @@ impl Outbound {
             unsubscribes: AckQueue::default(),
             replay: None,
             tracked: 0,
+            seq: 0,
             window,
             qos0_window,
             idle: Arc::new(Notify::new()),
@@ -257,6 +264,8 @@ impl Outbound {
             Some(mut entry) => {
                 entry.waiting_since = Some(Instant::now());
                 slot.publish = Some(entry);
+                self.seq += 1;
+                slot.sent_seq = self.seq;
             }
             None => tracing::error!(pkid, "courier: untracked publish"),
         }
@@ -287,6 +296,8 @@ impl Outbound {
             if let Some(mut entry) = slot.publish.take() {
                 entry.waiting_since = Some(Instant::now());
                 slot.release = Some(entry);
+                self.seq += 1;
+                slot.rec_seq = self.seq;
             }
         }
     }
@@ -374,6 +385,14 @@ impl Outbound {
                 _ => {}
             }
         }
+        // rumqttc lists publishes before PUBRELs, each by packet id; MQTT wants PUBRELs
+        // in PUBREC order and publishes in their original order [MQTT-4.6.0-1/4].
+        let slots = &self.slots;
+        replay.resend.sort_by_key(|request| match request {
+            Request::PubRel(rel) => (0, slots.get(usize::from(rel.pkid)).map_or(0, |s| s.rec_seq)),
+            Request::Publish(p) => (1, slots.get(usize::from(p.pkid)).map_or(0, |s| s.sent_seq)),
+            _ => (2, 0),
+        });
         self.subscribes.on_disconnect();
         self.unsubscribes.on_disconnect();
         self.replay = Some(replay);
