@@ -283,7 +283,9 @@ impl CourierOtel {
     pub fn install(&self, builder: ClientBuilder) -> ClientBuilder {
         let layer = if self.client_id.is_none() && !builder.configured_client_id().is_empty() {
             // Label with the builder's client id unless one was given explicitly.
-            self.clone().client_id(builder.configured_client_id()).layer()
+            self.clone()
+                .client_id(builder.configured_client_id())
+                .layer()
         } else {
             self.layer()
         };
