@@ -82,7 +82,7 @@ pub mod json {
 pub use courier_codec_json::Json;
 
 /// Protocol Buffers payloads: [`Protobuf<M>`](protobuf::Protobuf) and
-/// [`ProstCodec`](protobuf::ProstCodec).
+/// [`ProstCodec`].
 #[cfg(feature = "protobuf")]
 #[cfg_attr(docsrs, doc(cfg(feature = "protobuf")))]
 pub mod protobuf {
@@ -94,7 +94,7 @@ pub mod protobuf {
 pub use courier_codec_protobuf::{ProstCodec, Protobuf, prost};
 
 /// MessagePack payloads: [`MsgPack<T>`](msgpack::MsgPack) and
-/// [`MsgPackCodec`](msgpack::MsgPackCodec).
+/// [`MsgPackCodec`].
 #[cfg(feature = "msgpack")]
 #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 pub mod msgpack {

@@ -3,7 +3,7 @@
 //!
 //! Each operation has a trait taking `&self` and returning `impl Future + Send`
 //! ([`Publisher`], [`Subscriber`], [`Unsubscriber`], [`Stopper`], and
-//! [`Handler`](super::Handler)). A middleware is a struct wrapping the next service,
+//! [`Handler`]). A middleware is a struct wrapping the next service,
 //! implementing the same trait with one `async fn`, plus a [`Layer`] that builds it:
 //!
 //! ```

@@ -16,7 +16,7 @@
 //! Both kinds share [`Format`] (a name for errors and telemetry, and a content type
 //! for MQTT 5). Combinators work with both: [`Fallback`] (`a.or(b)`: try codecs in
 //! order, like the Go `ChainEncoderFunc`/`ChainDecoderFunc`) and
-//! [`Transformed`](transform::Transformed) (`codec.then(Base64)`: byte transforms
+//! [`Transformed`] (`codec.then(Base64)`: byte transforms
 //! such as base64 or gzip stacked on a codec).
 //!
 //! JSON ([`JsonCodec`]) is built in because it is the client's default codec; other
