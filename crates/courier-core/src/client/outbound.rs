@@ -16,7 +16,7 @@
 //! session, or rebuilt when it did not (rumqttc would drop it all): subscriptions
 //! re-made first, in-flight publishes re-published or failed by policy.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -141,7 +141,11 @@ struct Replay {
 #[derive(Debug)]
 pub(crate) struct Outbound {
     publishes: VecDeque<PendingPublish>,
-    slots: Vec<Slot>,
+    /// Sent publishes by packet id; only ids in use have an entry, so an idle
+    /// connection costs nothing here.
+    slots: HashMap<u16, Slot>,
+    /// The ids rumqttc cycles through: 1..=pkid_range.
+    pkid_range: u16,
     collided: Option<(u16, PendingPublish)>,
     subscribes: AckQueue<Subscribe, SubackResult>,
     unsubscribes: AckQueue<Unsubscribe, ()>,
@@ -162,11 +166,10 @@ impl Outbound {
         window: Arc<Semaphore>,
         qos0_window: Arc<Semaphore>,
     ) -> Self {
-        let mut slots = Vec::new();
-        slots.resize_with(usize::from(pkid_range) + 1, Slot::default);
         Outbound {
             publishes: VecDeque::new(),
-            slots,
+            slots: HashMap::new(),
+            pkid_range,
             collided: None,
             subscribes: AckQueue::default(),
             unsubscribes: AckQueue::default(),
@@ -245,11 +248,11 @@ impl Outbound {
             }
             return;
         }
-        let Some(slot) = self.slots.get_mut(usize::from(pkid)) else {
+        if pkid > self.pkid_range {
             tracing::error!(pkid, "courier: packet id outside the tracked range");
             return;
-        };
-        if let Some(entry) = slot.publish.as_mut() {
+        }
+        if let Some(entry) = self.slots.get_mut(&pkid).and_then(|s| s.publish.as_mut()) {
             entry.waiting_since = Some(Instant::now()); // a retransmission
             return;
         }
@@ -263,8 +266,9 @@ impl Outbound {
         match entry {
             Some(mut entry) => {
                 entry.waiting_since = Some(Instant::now());
-                slot.publish = Some(entry);
                 self.seq += 1;
+                let slot = self.slots.entry(pkid).or_default();
+                slot.publish = Some(entry);
                 slot.sent_seq = self.seq;
             }
             None => tracing::error!(pkid, "courier: untracked publish"),
@@ -281,18 +285,15 @@ impl Outbound {
 
     /// PUBACK.
     pub(crate) fn on_puback(&mut self, pkid: u16) {
-        if let Some(entry) = self
-            .slots
-            .get_mut(usize::from(pkid))
-            .and_then(|s| s.publish.take())
-        {
+        if let Some(entry) = self.slots.get_mut(&pkid).and_then(|s| s.publish.take()) {
+            self.prune(pkid);
             self.finish(entry, false, Ok(()));
         }
     }
 
     /// PUBREC: the broker has the QoS 2 message; the PUBREL/PUBCOMP leg follows.
     pub(crate) fn on_pubrec(&mut self, pkid: u16) {
-        if let Some(slot) = self.slots.get_mut(usize::from(pkid)) {
+        if let Some(slot) = self.slots.get_mut(&pkid) {
             if let Some(mut entry) = slot.publish.take() {
                 entry.waiting_since = Some(Instant::now());
                 slot.release = Some(entry);
@@ -304,19 +305,27 @@ impl Outbound {
 
     /// PUBCOMP.
     pub(crate) fn on_pubcomp(&mut self, pkid: u16) {
-        if let Some(entry) = self
-            .slots
-            .get_mut(usize::from(pkid))
-            .and_then(|s| s.release.take())
-        {
+        if let Some(entry) = self.slots.get_mut(&pkid).and_then(|s| s.release.take()) {
+            self.prune(pkid);
             self.finish(entry, false, Ok(()));
+        }
+    }
+
+    /// Forget `pkid`'s slot once nothing waits on it.
+    fn prune(&mut self, pkid: u16) {
+        if self
+            .slots
+            .get(&pkid)
+            .is_some_and(|s| s.publish.is_none() && s.release.is_none())
+        {
+            self.slots.remove(&pkid);
         }
     }
 
     /// When the longest-waiting sent publish started waiting for its ack.
     pub(crate) fn oldest_unacknowledged(&self) -> Option<Instant> {
         self.slots
-            .iter()
+            .values()
             .flat_map(|s| [&s.publish, &s.release])
             .filter_map(|e| e.as_ref()?.waiting_since)
             .min()
@@ -389,8 +398,8 @@ impl Outbound {
         // in PUBREC order and publishes in their original order [MQTT-4.6.0-1/4].
         let slots = &self.slots;
         replay.resend.sort_by_key(|request| match request {
-            Request::PubRel(rel) => (0, slots.get(usize::from(rel.pkid)).map_or(0, |s| s.rec_seq)),
-            Request::Publish(p) => (1, slots.get(usize::from(p.pkid)).map_or(0, |s| s.sent_seq)),
+            Request::PubRel(rel) => (0, slots.get(&rel.pkid).map_or(0, |s| s.rec_seq)),
+            Request::Publish(p) => (1, slots.get(&p.pkid).map_or(0, |s| s.sent_seq)),
             _ => (2, 0),
         });
         self.subscribes.on_disconnect();
@@ -453,7 +462,7 @@ impl Outbound {
             let now = Instant::now();
             for entry in self
                 .slots
-                .iter_mut()
+                .values_mut()
                 .flat_map(|s| [&mut s.publish, &mut s.release])
             {
                 if let Some(entry) = entry.as_mut() {
@@ -464,15 +473,13 @@ impl Outbound {
         } else {
             // The broker forgot every packet id: each tracked publish is either sent
             // again as a new message or failed.
-            let mut again = Vec::new();
-            for slot in self.slots.iter_mut() {
-                for entry in [slot.release.take(), slot.publish.take()]
-                    .into_iter()
-                    .flatten()
-                {
-                    again.push(entry);
-                }
-            }
+            let mut sent: Vec<Slot> = self.slots.drain().map(|(_, slot)| slot).collect();
+            sent.sort_by_key(|slot| slot.sent_seq);
+            let again: Vec<PendingPublish> = sent
+                .into_iter()
+                .flat_map(|slot| [slot.release, slot.publish])
+                .flatten()
+                .collect();
             let mut failed = Vec::new();
             for entry in again.into_iter().rev() {
                 match (policy, entry.packet.clone()) {
@@ -503,9 +510,9 @@ impl Outbound {
         if let Some((_, entry)) = self.collided.take() {
             entries.push((entry, false));
         }
-        for slot in self.slots.iter_mut() {
-            entries.extend(slot.publish.take().map(|e| (e, false)));
-            entries.extend(slot.release.take().map(|e| (e, false)));
+        for (_, slot) in self.slots.drain() {
+            entries.extend(slot.publish.map(|e| (e, false)));
+            entries.extend(slot.release.map(|e| (e, false)));
         }
         for (entry, qos0) in entries {
             self.finish(entry, qos0, Err(error()));
