@@ -324,6 +324,8 @@ pub struct TopicFilter {
     /// Byte offset of the matching part in `raw`: 0 for an ordinary filter,
     /// just past `$share/<ShareName>/` for a shared subscription.
     offset: usize,
+    /// The matching part has no `+` or `#`: it matches by plain equality.
+    exact: bool,
 }
 
 impl TopicFilter {
@@ -331,7 +333,8 @@ impl TopicFilter {
     pub fn new(filter: impl Into<String>) -> Result<TopicFilter, TopicError> {
         let raw = filter.into();
         let offset = parse_topic_filter(&raw)?;
-        Ok(TopicFilter { raw, offset })
+        let exact = !raw[offset..].contains(['+', '#']);
+        Ok(TopicFilter { raw, offset, exact })
     }
 
     /// The full filter, as sent to the broker (including any
@@ -368,6 +371,9 @@ impl TopicFilter {
     pub fn matches(&self, topic: &str) -> bool {
         // Not `filter_matches(self.matching_filter(), ..)`: the matching part
         // of `$share/g/$share/h/x` must not be parsed as shared again.
+        if self.exact {
+            return self.matching_filter() == topic;
+        }
         match_levels(self.matching_filter(), topic)
     }
 }

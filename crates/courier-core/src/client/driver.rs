@@ -185,7 +185,11 @@ impl Driver {
         );
         first.extend(self.eventloop.pending.drain(..));
         self.eventloop.pending = first;
-        rearm_pubrel(&mut self.eventloop.state, 1..=u16::MAX);
+        if session_present {
+            // The broker may send PUBREL for any id it PUBREC'd earlier, even to a
+            // previous process; without a session it has none pending.
+            rearm_pubrel(&mut self.eventloop.state, 1..=u16::MAX);
+        }
         shared.state.send_replace(ConnectionState::Connected);
         shared.emit(Event::Connected { session_present });
         if let Some(callback) = &shared.opts.builder.on_connect {

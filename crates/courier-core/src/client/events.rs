@@ -118,7 +118,7 @@ impl fmt::Display for Event {
 }
 
 /// A stream of [`Event`]s from the moment it was created. A reader that falls more
-/// than 64 events behind skips the oldest.
+/// than 16 events behind skips the oldest.
 #[derive(Debug)]
 pub struct EventStream {
     inner: BroadcastStream<Event>,

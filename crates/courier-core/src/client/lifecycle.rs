@@ -92,7 +92,7 @@ fn spawn(
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
     let pkid_range = b.max_inflight.saturating_mul(2);
     let (state, _) = watch::channel(ConnectionState::Connecting);
-    let (events, _) = broadcast::channel(64);
+    let (events, _) = broadcast::channel(16);
     let shared = Arc::new(Shared {
         outbound: Mutex::new(Outbound::new(
             pkid_range,

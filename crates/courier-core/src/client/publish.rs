@@ -197,10 +197,17 @@ async fn send(shared: &Shared, request: PublishRequest) -> Result<(), PublishErr
     } else {
         &shared.window
     };
-    match timeout_at(deadline, window.acquire()).await {
-        Ok(Ok(permit)) => permit.forget(),
-        Ok(Err(_)) => return Err(PublishError::Closed),
-        Err(_) => return Err(PublishError::Timeout(timeout)),
+    // A free slot is the common case: take it without registering a timer.
+    match window.try_acquire() {
+        Ok(permit) => permit.forget(),
+        Err(tokio::sync::TryAcquireError::Closed) => return Err(PublishError::Closed),
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            match timeout_at(deadline, window.acquire()).await {
+                Ok(Ok(permit)) => permit.forget(),
+                Ok(Err(_)) => return Err(PublishError::Closed),
+                Err(_) => return Err(PublishError::Timeout(timeout)),
+            }
+        }
     }
     let (tx, rx) = oneshot::channel();
     let wire = wire_qos(qos);

@@ -116,7 +116,8 @@ impl<'a> SubscribeBuilder<'a> {
 async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: Source) {
     let client = Client::unowned(shared.clone());
     while let Some(delivery) = source.recv().await {
-        let topic = delivery.message.topic().to_owned();
+        // A clone (one reference count) keeps the topic for an error report.
+        let message = delivery.message.clone();
         let outcome = AssertUnwindSafe(handler.handle(client.clone(), delivery.message))
             .catch_unwind()
             .await;
@@ -126,6 +127,7 @@ async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: So
             Err(_) => Some("handler panicked".to_owned()),
         };
         if let Some(error) = error {
+            let topic = message.topic().to_owned();
             tracing::warn!(%topic, %error, "courier: message handler failed");
             shared.emit(Event::HandlerFailed { topic, error });
         }
