@@ -145,6 +145,16 @@ impl Shared {
 
     /// Metric labels: `service.name`, the extra attributes, `mqtt.clientid` when
     /// known, and the transformed topic.
+    /// One label set per filter, when metrics are on.
+    fn filter_labels<'f>(&self, filters: impl Iterator<Item = &'f str>) -> Vec<Vec<Label>> {
+        if !self.metrics {
+            return Vec::new();
+        }
+        filters
+            .map(|filter| self.labels(None, Some(filter)))
+            .collect()
+    }
+
     fn labels(&self, client_id: Option<&str>, topic: Option<&str>) -> Vec<Label> {
         let mut labels = self.base_labels.clone();
         if let Some(id) = client_id.or(self.client_id.as_deref()) {
@@ -432,15 +442,7 @@ impl<S: Subscriber> Subscriber for Otel<S> {
         } else {
             None
         };
-        let labels = if shared.metrics {
-            request
-                .filters
-                .iter()
-                .map(|(filter, _)| shared.labels(None, Some(filter)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let labels = shared.filter_labels(request.filters.iter().map(|(f, _)| f.as_str()));
         let op = Op::start(shared, Flow::Subscribe, cx, labels);
         let result = self
             .inner
@@ -473,15 +475,7 @@ impl<S: Unsubscriber> Unsubscriber for Otel<S> {
         } else {
             None
         };
-        let labels = if shared.metrics {
-            request
-                .filters
-                .iter()
-                .map(|filter| shared.labels(None, Some(filter)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let labels = shared.filter_labels(request.filters.iter().map(String::as_str));
         let op = Op::start(shared, Flow::Unsubscribe, cx, labels);
         let result = self
             .inner
