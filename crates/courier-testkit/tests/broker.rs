@@ -4,6 +4,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use courier_testkit::mqtt::{self, Packet};
 use courier_testkit::{BrokerKind, BrokerOptions, EmbeddedBroker, TestBroker, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,20 +40,6 @@ fn protocol_error(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-fn put_remaining_length(mut len: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
 fn put_str(s: &str, out: &mut Vec<u8>) {
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
@@ -60,35 +47,15 @@ fn put_str(s: &str, out: &mut Vec<u8>) {
 }
 
 fn packet(first_byte: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    put_remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
+    Packet::new(first_byte, body).encode()
 }
 
 /// Reads one packet: (first byte, body).
 async fn read_packet(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
-    timeout(IO_TIMEOUT, async {
-        let first = stream.read_u8().await?;
-        let mut len = 0usize;
-        let mut shift = 0;
-        loop {
-            let byte = stream.read_u8().await?;
-            len |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 21 {
-                return Err(protocol_error("remaining length too long"));
-            }
-        }
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await?;
-        Ok((first, body))
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no packet from the broker"))?
+    let packet = timeout(IO_TIMEOUT, mqtt::read_packet(stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no packet from the broker"))??;
+    Ok((packet.header, packet.body))
 }
 
 /// Connects with MQTT 3.1.1 and returns the stream and the CONNACK return code.
