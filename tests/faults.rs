@@ -265,6 +265,45 @@ impl Arrivals {
     }
 }
 
+/// Two publishers (QoS 1 and QoS 2 streams) and a QoS 2 subscriber collecting
+/// arrivals, all built by `via` (e.g. through a proxy), with their event logs.
+struct StreamRig {
+    arrivals: Arrivals,
+    sub_client: Client,
+    collector: JoinHandle<()>,
+    p1: Client,
+    p2: Client,
+    logs: [EventLog; 3],
+}
+
+impl StreamRig {
+    async fn start(via: impl Fn(&str) -> ClientBuilder, prefix: &str) -> StreamRig {
+        let arrivals = Arrivals::default();
+        let sub_client = via(&format!("{prefix}-sub")).connect().await.unwrap();
+        let sub = sub_client
+            .subscribe(format!("{prefix}/#"))
+            .qos(QoS::ExactlyOnce)
+            .await
+            .unwrap();
+        let collector = spawn_collector(sub, arrivals.clone());
+        let p1 = via(&format!("{prefix}-q1")).connect().await.unwrap();
+        let p2 = via(&format!("{prefix}-q2")).connect().await.unwrap();
+        let logs = [
+            EventLog::watch(&sub_client),
+            EventLog::watch(&p1),
+            EventLog::watch(&p2),
+        ];
+        StreamRig {
+            arrivals,
+            sub_client,
+            collector,
+            p1,
+            p2,
+            logs,
+        }
+    }
+}
+
 /// Records everything `sub` yields until the task is aborted.
 fn spawn_collector(mut sub: Subscription, arrivals: Arrivals) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -961,21 +1000,14 @@ async fn f5_resets_after_random_byte_counts_lose_nothing() {
             .max_inflight(20)
             .write_timeout(secs(60))
     };
-    let arrivals = Arrivals::default();
-    let sub_client = via_proxy("f5-sub").connect().await.unwrap();
-    let sub = sub_client
-        .subscribe("f5/#")
-        .qos(QoS::ExactlyOnce)
-        .await
-        .unwrap();
-    let collector = spawn_collector(sub, arrivals.clone());
-    let p1 = via_proxy("f5-q1").connect().await.unwrap();
-    let p2 = via_proxy("f5-q2").connect().await.unwrap();
-    let logs = [
-        EventLog::watch(&sub_client),
-        EventLog::watch(&p1),
-        EventLog::watch(&p2),
-    ];
+    let StreamRig {
+        arrivals,
+        sub_client,
+        collector,
+        p1,
+        p2,
+        logs,
+    } = StreamRig::start(via_proxy, "f5").await;
     let stream = |name, qos| Stream {
         padding: 256,
         ..Stream::new(name, format!("f5/{name}"), N, qos)
@@ -2425,21 +2457,14 @@ async fn f14_soak_with_random_faults() {
             .keep_alive(secs(KA))
             .write_timeout(secs(120))
     };
-    let arrivals = Arrivals::default();
-    let sub_client = via_proxy("f14-sub").connect().await.unwrap();
-    let sub = sub_client
-        .subscribe("f14/#")
-        .qos(QoS::ExactlyOnce)
-        .await
-        .unwrap();
-    let collector = spawn_collector(sub, arrivals.clone());
-    let p1 = via_proxy("f14-q1").connect().await.unwrap();
-    let p2 = via_proxy("f14-q2").connect().await.unwrap();
-    let logs = [
-        EventLog::watch(&sub_client),
-        EventLog::watch(&p1),
-        EventLog::watch(&p2),
-    ];
+    let StreamRig {
+        arrivals,
+        sub_client,
+        collector,
+        p1,
+        p2,
+        logs,
+    } = StreamRig::start(via_proxy, "f14").await;
     let n = total * RATE;
     let stream = |name, qos| Stream {
         pace: Some(Duration::from_micros(1_000_000 / RATE)),
