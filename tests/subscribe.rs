@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use courier::{Client, Event, Message, QoS, SubscribeError};
-use courier_integration_tests::{assert_silent, broker, client, recv_n, topics_until_quiet, wire};
+use courier_integration_tests::{
+    BrokerKind, assert_silent, broker, client, recv_n, topics_until_quiet, wire,
+};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -51,14 +53,22 @@ async fn subscribe_many_delivers_each_message_once() {
     assert_eq!(sub.filters(), ["a/#", "a/+", "b"]);
     c.publish("a/x", "1").await.unwrap();
     c.publish("b", "2").await.unwrap();
-    let got = recv_n(&mut sub, 2, Duration::from_secs(5)).await;
-    let topics: Vec<&str> = got.iter().map(Message::topic).collect();
-    // The broker may send a/x twice (two matching subscriptions); each arrival goes to
-    // the stream once, so at most one duplicate shows up.
-    assert!(
-        topics.contains(&"a/x") && topics.contains(&"b") || topics == ["a/x", "a/x"],
-        "{topics:?}"
-    );
+    let mut arrivals = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(400), sub.recv()).await {
+        arrivals.push(msg.topic().to_owned());
+    }
+    if broker.kind() == BrokerKind::Mosquitto {
+        // One copy per message from the broker, and the stream takes it once even
+        // though two of its filters match a/x.
+        assert_eq!(arrivals, ["a/x", "b"]);
+    } else {
+        // rumqttd sends one copy per matching subscription (MQTT allows it); each
+        // copy still reaches the stream once, so a/x shows up at most twice.
+        let mut distinct = arrivals.clone();
+        distinct.dedup();
+        assert_eq!(distinct, ["a/x", "b"], "{arrivals:?}");
+        assert!(arrivals.len() <= 3, "{arrivals:?}");
+    }
     c.stop().await;
 }
 
