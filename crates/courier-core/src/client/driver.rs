@@ -1,11 +1,10 @@
-//! The background task: polls rumqttc's event loop, turns its events into resolved
-//! publishes, subscription acknowledgements and deliveries, and reconnects with
-//! backoff.
+//! The background task: polls the connection [`Engine`], turns its events into
+//! resolved publishes, subscription acknowledgements and deliveries, and reconnects
+//! with backoff.
 //!
-//! `EventLoop::poll` is not cancel safe once connected (a cancelled poll can lose a
-//! half-written packet, rumqttc #601), so while connected the task never races it
-//! against anything; it stops when rumqttc reports the DISCONNECT it was asked to
-//! send. While connecting or backing off, cancellation is safe and used.
+//! While connected the task stops when the engine reports the DISCONNECT it was asked
+//! to send, so that the DISCONNECT goes out; while connecting or backing off it stops
+//! by cancellation.
 
 use std::num::NonZeroU16;
 use std::sync::Arc;
@@ -13,12 +12,13 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use rumqttc::{
-    ConnectReturnCode, ConnectionError, Event as WireEvent, EventLoop, MqttState, Outgoing, Packet,
-    Publish, QoS as WireQoS, SubscribeReasonCode,
+    ConnectReturnCode, Event as WireEvent, Login, MqttState, Outgoing, Packet, Publish,
+    QoS as WireQoS, SubscribeReasonCode,
 };
 use tokio::sync::oneshot;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::timeout;
 
+use super::engine::{Engine, LinkError};
 use super::events::{ConnectionState, Event};
 use super::inbound::Admission;
 use super::publish::wire_qos;
@@ -30,7 +30,7 @@ use crate::qos::QoS;
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
-    eventloop: EventLoop,
+    engine: Engine,
     /// Reports the first connect's outcome to `connect()`; `None` for `start()`.
     first: Option<oneshot::Sender<Result<(), ConnectError>>>,
     targets: Vec<Sink>,
@@ -39,12 +39,12 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        eventloop: EventLoop,
+        engine: Engine,
         first: Option<oneshot::Sender<Result<(), ConnectError>>>,
     ) -> Self {
         Driver {
             shared,
-            eventloop,
+            engine,
             first,
             targets: Vec::new(),
         }
@@ -131,38 +131,15 @@ impl Driver {
                 .await
                 .map_err(|_| ConnectError::Credentials("credential provider timed out".into()))?
                 .map_err(ConnectError::Credentials)?;
-            self.eventloop
-                .mqtt_options
-                .set_credentials(creds.username(), creds.password().unwrap_or_default());
+            self.engine.login = Some(Login::new(
+                creds.username(),
+                creds.password().unwrap_or_default(),
+            ));
         }
-        let host = self.shared.opts.host.as_str();
-        let deadline = Instant::now() + b.connect_timeout;
-        // Resolve first so a DNS failure is reported as one (rumqttc reports an io error).
-        match timeout_at(deadline, tokio::net::lookup_host((host, b.port))).await {
-            Err(_) => return Err(ConnectError::Timeout(b.connect_timeout)),
-            Ok(Err(source)) => {
-                return Err(ConnectError::Dns {
-                    host: host.to_owned(),
-                    source,
-                });
-            }
-            Ok(Ok(mut addrs)) => {
-                if addrs.next().is_none() {
-                    return Err(ConnectError::Dns {
-                        host: host.to_owned(),
-                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-                    });
-                }
-            }
-        }
-        // Safe to cancel: until CONNACK, rumqttc keeps no connection state.
-        match timeout_at(deadline, self.eventloop.poll()).await {
+        // Safe to cancel: until CONNACK, the engine keeps no connection state.
+        match timeout(b.connect_timeout, self.engine.connect(&self.shared.opts)).await {
             Err(_) => Err(ConnectError::Timeout(b.connect_timeout)),
-            Ok(Ok(WireEvent::Incoming(Packet::ConnAck(ack)))) => Ok(ack.session_present),
-            Ok(Ok(other)) => Err(ConnectError::Protocol(
-                format!("expected CONNACK, got {other:?}").into(),
-            )),
-            Ok(Err(e)) => Err(classify(e, b.connect_timeout)),
+            Ok(result) => result.map_err(classify),
         }
     }
 
@@ -183,12 +160,12 @@ impl Driver {
             shared.opts.builder.session_loss,
             &active,
         );
-        first.extend(self.eventloop.pending.drain(..));
-        self.eventloop.pending = first;
+        first.extend(self.engine.pending.drain(..));
+        self.engine.pending = first;
         if session_present {
             // The broker may send PUBREL for any id it PUBREC'd earlier, even to a
             // previous process; without a session it has none pending.
-            rearm_pubrel(&mut self.eventloop.state, 1..=u16::MAX);
+            rearm_pubrel(&mut self.engine.state, 1..=u16::MAX);
         }
         shared.state.send_replace(ConnectionState::Connected);
         shared.emit(Event::Connected { session_present });
@@ -202,7 +179,7 @@ impl Driver {
     async fn serve(&mut self) -> Option<String> {
         let Some(ack_timeout) = self.shared.opts.builder.ack_timeout else {
             loop {
-                match self.eventloop.poll().await {
+                match self.engine.poll().await {
                     Ok(event) => {
                         if !self.handle(event) {
                             return None;
@@ -212,18 +189,17 @@ impl Driver {
                 }
             }
         };
-        // With the ack watchdog on, a forced reconnect interrupts the poll. A poll cut
-        // short can lose the packet it was writing; the connection is dropped anyway,
-        // and `clean()` keeps every unacknowledged publish for retransmission.
+        // With the ack watchdog on, a forced reconnect interrupts the poll (which is
+        // cancel safe); `clean()` keeps every unacknowledged publish for retransmission.
         loop {
             let shared = self.shared.clone();
             tokio::select! {
                 biased;
                 _ = shared.force_reconnect.notified() => {
-                    self.eventloop.clean();
+                    self.engine.clean();
                     return Some(format!("no acknowledgement within {ack_timeout:?}"));
                 }
-                polled = self.eventloop.poll() => match polled {
+                polled = self.engine.poll() => match polled {
                     Ok(event) => {
                         if !self.handle(event) {
                             return None;
@@ -240,13 +216,13 @@ impl Driver {
         // Events rumqttc buffered before the failure belong to the old connection
         // (rumqttc keeps them across `clean()`): account for them now, or the first
         // poll after the next CONNACK would map them onto the replayed requests.
-        while let Some(event) = self.eventloop.state.events.pop_front() {
+        while let Some(event) = self.engine.state.events.pop_front() {
             self.handle(event);
         }
-        let collision = self.eventloop.state.collision.take();
+        let collision = self.engine.state.collision.take();
         self.shared
             .outbound()
-            .on_disconnect(&mut self.eventloop.pending, collision);
+            .on_disconnect(&mut self.engine.pending, collision);
         self.shared
             .state
             .send_replace(ConnectionState::Disconnected);
@@ -275,7 +251,7 @@ impl Driver {
             }
             WireEvent::Incoming(Packet::PubRel(rel)) => {
                 self.shared.inbound.on_pubrel(rel.pkid);
-                rearm_pubrel(&mut self.eventloop.state, [rel.pkid]);
+                rearm_pubrel(&mut self.engine.state, [rel.pkid]);
             }
             WireEvent::Incoming(Packet::SubAck(ack)) => {
                 let codes = ack
@@ -371,9 +347,9 @@ fn rearm_pubrel(state: &mut MqttState, pkids: impl IntoIterator<Item = u16>) {
     }
 }
 
-fn classify(error: ConnectionError, connect_timeout: std::time::Duration) -> ConnectError {
+fn classify(error: LinkError) -> ConnectError {
     match error {
-        ConnectionError::ConnectionRefused(code) => ConnectError::Refused(match code {
+        LinkError::Refused(code) => ConnectError::Refused(match code {
             ConnectReturnCode::RefusedProtocolVersion => RefusedReason::UnacceptableProtocolVersion,
             ConnectReturnCode::BadClientId => RefusedReason::IdentifierRejected,
             ConnectReturnCode::ServiceUnavailable => RefusedReason::ServerUnavailable,
@@ -382,10 +358,10 @@ fn classify(error: ConnectionError, connect_timeout: std::time::Duration) -> Con
                 RefusedReason::NotAuthorized
             }
         }),
-        ConnectionError::NetworkTimeout => ConnectError::Timeout(connect_timeout),
-        ConnectionError::Io(e) => ConnectError::Tcp(e),
+        LinkError::Dns { host, source } => ConnectError::Dns { host, source },
+        LinkError::Io(e) => ConnectError::Tcp(e),
         #[cfg(feature = "tls")]
-        ConnectionError::Tls(e) => ConnectError::Tls(Box::new(e)),
+        LinkError::Tls(e) => ConnectError::Tls(Box::new(e)),
         other => ConnectError::Protocol(Box::new(other)),
     }
 }

@@ -1,32 +1,27 @@
-//! Starting and stopping: builds rumqttc's client and event loop from the options,
-//! spawns the driver task, and stops it gracefully.
+//! Starting and stopping: builds the request channel and connection engine from the
+//! options, spawns the driver task, and stops it gracefully.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions};
+use rumqttc::AsyncClient;
 use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::driver::Driver;
+use super::engine::Engine;
 use super::events::ConnectionState;
 use super::inbound::Inbound;
 use super::middleware::{BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply};
 use super::options::ValidOptions;
 use super::outbound::Outbound;
 use super::publish::ClientPublisher;
-use super::publish::wire_qos;
 use super::router::Router;
 use super::subscription::{ClientSubscriber, ClientUnsubscriber};
 use super::{Chains, Client, Shared};
 use crate::error::{ConfigError, ConnectError};
-
-/// rumqttc's request channel is bounded; courier bounds what it puts in with its own
-/// windows, so the channel itself must never be the one to make a sender wait (the
-/// lock held while sending relies on that). flume allocates lazily.
-const REQUEST_CHANNEL_CAPACITY: usize = 1 << 24;
 
 pub(crate) async fn connect(opts: ValidOptions) -> Result<Client, ConnectError> {
     let (client, first) = spawn(opts, true);
@@ -42,55 +37,22 @@ pub(crate) fn start(opts: ValidOptions) -> Result<Client, ConfigError> {
     Ok(client)
 }
 
-fn mqtt_options(opts: &ValidOptions) -> MqttOptions {
-    let b = &opts.builder;
-    let mut mqtt = MqttOptions::new(b.client_id.clone(), opts.host.clone(), b.port);
-    // Validated: zero or whole seconds >= 1, and a client id with persistent sessions,
-    // so neither setter can panic.
-    mqtt.set_keep_alive(b.keep_alive);
-    mqtt.set_clean_session(b.clean_session);
-    mqtt.set_max_packet_size(b.max_packet_size, b.max_packet_size);
-    // Packet ids cycle through twice the window so a slow acknowledgement rarely
-    // collides with a new publish.
-    mqtt.set_inflight(b.max_inflight.saturating_mul(2));
-    mqtt.set_manual_acks(true);
-    if let Some(creds) = &opts.static_credentials {
-        mqtt.set_credentials(creds.username(), creds.password().unwrap_or_default());
-    }
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &b.tls {
-        mqtt.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-            tls.rustls(),
-        )));
-    }
-    if let Some(will) = &b.last_will {
-        mqtt.set_last_will(LastWill {
-            topic: will.topic.clone(),
-            message: will.payload.clone(),
-            qos: wire_qos(will.qos),
-            retain: will.retain,
-        });
-    }
-    mqtt
-}
-
 fn spawn(
     opts: ValidOptions,
     fail_fast: bool,
 ) -> (Client, oneshot::Receiver<Result<(), ConnectError>>) {
     let b = &opts.builder;
-    let (requests, mut eventloop): (AsyncClient, EventLoop) =
-        AsyncClient::new(mqtt_options(&opts), REQUEST_CHANNEL_CAPACITY);
-    let mut network = NetworkOptions::new();
-    network.set_tcp_nodelay(b.tcp_nodelay);
-    // rumqttc applies this to its own connect and to every flush.
-    let secs = b.connect_timeout.max(b.write_timeout).as_secs_f64().ceil() as u64;
-    network.set_connection_timeout(secs.max(1));
-    eventloop.set_network_options(network);
+    // Unbounded: courier bounds what goes in with its own windows, so sending never
+    // waits (the outbound lock held while sending relies on that).
+    let (request_tx, request_rx) = flume::unbounded();
+    let requests = AsyncClient::from_senders(request_tx);
+    // Packet ids cycle through twice the window so a slow acknowledgement rarely
+    // collides with a new publish.
+    let pkid_range = b.max_inflight.saturating_mul(2);
+    let engine = Engine::new(request_rx, pkid_range, &opts);
 
     let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
-    let pkid_range = b.max_inflight.saturating_mul(2);
     let (state, _) = watch::channel(ConnectionState::Connecting);
     let (events, _) = broadcast::channel(16);
     let shared = Arc::new(Shared {
@@ -115,7 +77,7 @@ fn spawn(
     });
     let _ = shared.chains.set(build_chains(&shared));
     let (first_tx, first_rx) = oneshot::channel();
-    let driver = Driver::new(shared.clone(), eventloop, fail_fast.then_some(first_tx));
+    let driver = Driver::new(shared.clone(), engine, fail_fast.then_some(first_tx));
     let handle = tokio::spawn(driver.run());
     if let Some(timeout) = shared.opts.builder.ack_timeout {
         tokio::spawn(super::watchdog::run(shared.clone(), timeout));

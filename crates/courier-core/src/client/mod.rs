@@ -9,6 +9,7 @@
 mod backoff;
 mod credentials;
 mod driver;
+mod engine;
 mod events;
 mod handler;
 mod inbound;

@@ -1,0 +1,397 @@
+//! The connection engine: owns the socket and runs rumqttc's protocol state machine
+//! ([`MqttState`]) and packet codec over it, in place of rumqttc's `EventLoop`.
+//!
+//! It keeps the `EventLoop` contract the driver was built on (the same `Event`s, in
+//! the same order, the same `pending` list and `clean()` semantics) but batches the
+//! I/O: rumqttc writes and flushes every request on its own, one `write` system call
+//! per publish, while the engine takes every request that is ready (up to
+//! [`WRITE_BATCH`] bytes) and every packet that has arrived, then writes once.
+//!
+//! Every await point is cancel safe: reads append to the read buffer, writes advance
+//! the write buffer, so a cancelled poll loses no byte (rumqttc's is not, #601).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use rumqttc::{
+    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, PingReq,
+    Request, StateError,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+use super::options::ValidOptions;
+use super::publish::wire_qos;
+
+/// Stop taking requests into one write once this many bytes are queued.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// Why the connection (or an attempt at one) ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("cannot resolve {host}")]
+    Dns {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("network i/o failed: {0}")]
+    Io(#[from] io::Error),
+    #[cfg(feature = "tls")]
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
+    #[error("broker refused the connection: {0:?}")]
+    Refused(ConnectReturnCode),
+    #[error("expected CONNACK, got {0:?}")]
+    NotConnAck(Box<Packet>),
+    #[error("malformed packet from the broker: {0:?}")]
+    Decode(rumqttc::Error),
+    #[error("protocol state: {0}")]
+    State(#[from] StateError),
+    #[error("connection closed by the broker")]
+    Closed,
+    #[error("write did not complete within {0:?}")]
+    WriteTimeout(Duration),
+    #[error("not connected")]
+    NotConnected,
+    #[error("request channel closed")]
+    RequestsDone,
+}
+
+trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
+
+/// One live connection: the socket and its buffers.
+struct Link {
+    socket: Box<dyn Socket>,
+    read: BytesMut,
+    write: BytesMut,
+    /// Fires every keep-alive period to send PINGREQ; `None` with keep-alive 0.
+    keepalive: Option<Pin<Box<Sleep>>>,
+}
+
+pub(crate) struct Engine {
+    /// rumqttc's protocol state: packet ids, in-flight publishes, queued events.
+    pub(crate) state: MqttState,
+    /// Requests to send first after the next CONNACK (then the channel's).
+    pub(crate) pending: VecDeque<Request>,
+    requests: flume::Receiver<Request>,
+    link: Option<Link>,
+    /// Credentials for the next CONNECT.
+    pub(crate) login: Option<Login>,
+    /// Packet ids in use at once before new publishes wait.
+    inflight_limit: u16,
+    max_packet_size: usize,
+    keep_alive: Duration,
+    write_timeout: Duration,
+}
+
+impl Engine {
+    /// `inflight_limit` is the packet-id range: publishes beyond it wait for an ack.
+    pub(crate) fn new(
+        requests: flume::Receiver<Request>,
+        inflight_limit: u16,
+        opts: &ValidOptions,
+    ) -> Self {
+        let mut state = MqttState::new(inflight_limit, true);
+        // rumqttc preallocates room for 100 events (about 16 KiB); a few suffice.
+        state.events = VecDeque::new();
+        let b = &opts.builder;
+        Engine {
+            state,
+            pending: VecDeque::new(),
+            requests,
+            link: None,
+            login: opts
+                .static_credentials
+                .as_ref()
+                .map(|c| Login::new(c.username(), c.password().unwrap_or_default())),
+            inflight_limit,
+            max_packet_size: b.max_packet_size,
+            keep_alive: b.keep_alive,
+            write_timeout: b.write_timeout,
+        }
+    }
+
+    /// Open the connection: TCP, TLS when configured, CONNECT and its CONNACK.
+    /// Returns the CONNACK's session-present flag. Cancel safe: nothing is kept
+    /// before the CONNACK.
+    pub(crate) async fn connect(&mut self, opts: &ValidOptions) -> Result<bool, LinkError> {
+        let b = &opts.builder;
+        let tcp = tcp_connect(&opts.host, b.port, b.tcp_nodelay).await?;
+        #[cfg(feature = "tls")]
+        let socket: Box<dyn Socket> = match &b.tls {
+            Some(tls) => Box::new(tls_connect(&opts.host, tls.rustls(), tcp).await?),
+            None => Box::new(tcp),
+        };
+        #[cfg(not(feature = "tls"))]
+        let socket: Box<dyn Socket> = Box::new(tcp);
+        let mut link = Link {
+            socket,
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            keepalive: None,
+        };
+        let mut connect = Connect::new(b.client_id.as_str());
+        connect.keep_alive = u16::try_from(b.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        connect.clean_session = b.clean_session;
+        connect.login = self.login.clone();
+        connect.last_will = b.last_will.as_ref().map(|will| LastWill {
+            topic: will.topic.clone(),
+            message: will.payload.clone(),
+            qos: wire_qos(will.qos),
+            retain: will.retain,
+        });
+        link.encode(&Packet::Connect(connect), self.max_packet_size)?;
+        link.socket.write_all_buf(&mut link.write).await?;
+        link.socket.flush().await?;
+        let ack: ConnAck = loop {
+            if let Some(packet) = link.next_packet(self.max_packet_size)? {
+                match packet {
+                    Packet::ConnAck(ack) => break ack,
+                    other => return Err(LinkError::NotConnAck(Box::new(other))),
+                }
+            }
+            link.fill().await?;
+        };
+        if ack.code != ConnectReturnCode::Success {
+            return Err(LinkError::Refused(ack.code));
+        }
+        if !self.keep_alive.is_zero() {
+            link.keepalive = Some(Box::pin(tokio::time::sleep(self.keep_alive)));
+        }
+        self.link = Some(link);
+        Ok(ack.session_present)
+    }
+
+    /// The next event of the live connection. On an error the connection is closed
+    /// and [`clean`](Self::clean)ed. Cancel safe.
+    pub(crate) async fn poll(&mut self) -> Result<Event, LinkError> {
+        let result = self.next_event().await;
+        if result.is_err() {
+            self.clean();
+        }
+        result
+    }
+
+    /// Drop the connection. Unacknowledged publishes and PUBRELs, then every request
+    /// still in the channel (except acknowledgements of incoming messages, which the
+    /// broker's redelivery makes again), move to `pending`.
+    pub(crate) fn clean(&mut self) {
+        self.link = None;
+        self.pending.extend(self.state.clean());
+        self.pending.extend(
+            self.requests
+                .drain()
+                .filter(|request| !matches!(request, Request::PubAck(_))),
+        );
+    }
+
+    /// A request can be taken now: replays always, new ones while ids are free.
+    fn can_take(&self) -> bool {
+        !self.pending.is_empty()
+            || (self.state.inflight() < self.inflight_limit && self.state.collision.is_none())
+    }
+
+    async fn next_event(&mut self) -> Result<Event, LinkError> {
+        loop {
+            // Events are handed out only once what produced them is written.
+            let written = self.link.as_ref().is_none_or(|l| l.write.is_empty());
+            if written {
+                if let Some(event) = self.state.events.pop_front() {
+                    return Ok(event);
+                }
+            }
+            // Bytes read with the CONNACK may hold whole packets already.
+            if let Some(link) = self.link.as_mut().filter(|l| !l.read.is_empty()) {
+                link.receive(&mut self.state, self.max_packet_size)?;
+            }
+            self.take_ready()?;
+            self.flush().await?;
+            if let Some(event) = self.state.events.pop_front() {
+                return Ok(event);
+            }
+            let take_new = self.pending.is_empty() && self.can_take();
+            let keep_alive = self.keep_alive;
+            let Engine {
+                state,
+                requests,
+                link,
+                max_packet_size,
+                ..
+            } = self;
+            let link = link.as_mut().ok_or(LinkError::NotConnected)?;
+            let max = *max_packet_size;
+            let keepalive = &mut link.keepalive;
+            let ping_due = async {
+                match keepalive.as_mut() {
+                    Some(sleep) => sleep.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // `pending` is handled by `take_ready` below without waiting.
+            tokio::select! {
+                filled = fill(&mut link.socket, &mut link.read) => {
+                    filled?;
+                    link.receive(state, max)?;
+                }
+                request = requests.recv_async(), if take_new => {
+                    let request = request.map_err(|_| LinkError::RequestsDone)?;
+                    link.send(state, request, max)?;
+                }
+                () = ping_due => {
+                    if let Some(sleep) = link.keepalive.as_mut() {
+                        sleep.as_mut().reset(Instant::now() + keep_alive);
+                    }
+                    link.send(state, Request::PingReq(PingReq), max)?;
+                }
+            }
+        }
+    }
+
+    /// Encode every request that is ready and allowed, up to [`WRITE_BATCH`] bytes.
+    fn take_ready(&mut self) -> Result<(), LinkError> {
+        loop {
+            let queued = self.link.as_ref().map_or(0, |l| l.write.len());
+            if queued >= WRITE_BATCH || !self.can_take() {
+                return Ok(());
+            }
+            let request = match self.pending.pop_front() {
+                Some(request) => request,
+                None => match self.requests.try_recv() {
+                    Ok(request) => request,
+                    Err(_) => return Ok(()),
+                },
+            };
+            let link = self.link.as_mut().ok_or(LinkError::NotConnected)?;
+            link.send(&mut self.state, request, self.max_packet_size)?;
+        }
+    }
+
+    /// Write the write buffer out, within the write timeout.
+    async fn flush(&mut self) -> Result<(), LinkError> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        if link.write.is_empty() {
+            return Ok(());
+        }
+        // Usually the socket takes it all at once: no timer needed.
+        if let Some(done) = link.drain().now_or_never() {
+            return done;
+        }
+        tokio::time::timeout(self.write_timeout, link.drain())
+            .await
+            .map_err(|_| LinkError::WriteTimeout(self.write_timeout))?
+    }
+}
+
+impl Link {
+    fn encode(&mut self, packet: &Packet, max: usize) -> Result<(), LinkError> {
+        packet
+            .write(&mut self.write, max)
+            .map(drop)
+            .map_err(|e| LinkError::State(StateError::Deserialization(e)))
+    }
+
+    /// Run `request` through the state machine and queue what it sends.
+    fn send(
+        &mut self,
+        state: &mut MqttState,
+        request: Request,
+        max: usize,
+    ) -> Result<(), LinkError> {
+        if let Some(packet) = state.handle_outgoing_packet(request)? {
+            self.encode(&packet, max)?;
+        }
+        Ok(())
+    }
+
+    /// Handle every complete packet in the read buffer, queueing the replies.
+    fn receive(&mut self, state: &mut MqttState, max: usize) -> Result<(), LinkError> {
+        while let Some(packet) = self.next_packet(max)? {
+            if let Some(reply) = state.handle_incoming_packet(packet)? {
+                self.encode(&reply, max)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn next_packet(&mut self, max: usize) -> Result<Option<Packet>, LinkError> {
+        match Packet::read(&mut self.read, max) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(rumqttc::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(LinkError::Decode(e)),
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), LinkError> {
+        fill(&mut self.socket, &mut self.read).await
+    }
+
+    /// Write the whole write buffer. Cancel safe: written bytes leave the buffer.
+    async fn drain(&mut self) -> Result<(), LinkError> {
+        self.socket.write_all_buf(&mut self.write).await?;
+        self.socket.flush().await?;
+        Ok(())
+    }
+}
+
+/// Read what the socket has into `read`. Cancel safe.
+async fn fill(socket: &mut Box<dyn Socket>, read: &mut BytesMut) -> Result<(), LinkError> {
+    read.reserve(READ_CHUNK);
+    match socket.read_buf(read).await? {
+        0 => Err(LinkError::Closed),
+        _ => Ok(()),
+    }
+}
+
+async fn tcp_connect(host: &str, port: u16, nodelay: bool) -> Result<TcpStream, LinkError> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| LinkError::Dns {
+            host: host.to_owned(),
+            source,
+        })?;
+    let mut last = None;
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_nodelay(nodelay)?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => LinkError::Io(e),
+        None => LinkError::Dns {
+            host: host.to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+        },
+    })
+}
+
+#[cfg(feature = "tls")]
+async fn tls_connect(
+    host: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+) -> Result<rumqttc::tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| LinkError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    rumqttc::tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(LinkError::Tls)
+}
