@@ -244,10 +244,20 @@ impl Driver {
     fn handle(&mut self, event: WireEvent) -> bool {
         match event {
             WireEvent::Incoming(Packet::Publish(publish)) => self.on_message(publish),
-            WireEvent::Incoming(Packet::PubAck(ack)) => self.shared.outbound().on_puback(ack.pkid),
+            WireEvent::Incoming(Packet::PubAck(ack)) => {
+                // Notified once the outbound lock is released.
+                let settled = self.shared.outbound().on_puback(ack.pkid);
+                if let Some(settled) = settled {
+                    settled.notify();
+                }
+            }
             WireEvent::Incoming(Packet::PubRec(rec)) => self.shared.outbound().on_pubrec(rec.pkid),
             WireEvent::Incoming(Packet::PubComp(comp)) => {
-                self.shared.outbound().on_pubcomp(comp.pkid)
+                // Notified once the outbound lock is released.
+                let settled = self.shared.outbound().on_pubcomp(comp.pkid);
+                if let Some(settled) = settled {
+                    settled.notify();
+                }
             }
             WireEvent::Incoming(Packet::PubRel(rel)) => {
                 self.shared.inbound.on_pubrel(rel.pkid);
@@ -268,7 +278,11 @@ impl Driver {
                 self.shared.outbound().on_unsuback(ack.pkid)
             }
             WireEvent::Outgoing(Outgoing::Publish(pkid)) => {
-                self.shared.outbound().on_publish_sent(pkid)
+                // Notified once the outbound lock is released.
+                let settled = self.shared.outbound().on_publish_sent(pkid);
+                if let Some(settled) = settled {
+                    settled.notify();
+                }
             }
             WireEvent::Outgoing(Outgoing::AwaitAck(pkid)) => {
                 self.shared.outbound().on_collision(pkid)
@@ -370,6 +384,7 @@ fn classify(error: LinkError) -> ConnectError {
 pub(crate) fn finish(shared: &Shared, graceful: bool) {
     shared.closing.store(true, Ordering::Release);
     shared.shutdown.cancel();
+    shared.requests.close();
     shared.window.close();
     shared.qos0_window.close();
     shared.outbound().fail_all(|| {

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,6 +28,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::options::ValidOptions;
 use super::publish::wire_qos;
+use super::requests::RequestQueue;
 
 /// Stop taking requests into one write once this many bytes are queued.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -61,8 +63,6 @@ pub(crate) enum LinkError {
     WriteTimeout(Duration),
     #[error("not connected")]
     NotConnected,
-    #[error("request channel closed")]
-    RequestsDone,
 }
 
 trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -82,7 +82,9 @@ pub(crate) struct Engine {
     pub(crate) state: MqttState,
     /// Requests to send first after the next CONNACK (then the channel's).
     pub(crate) pending: VecDeque<Request>,
-    requests: flume::Receiver<Request>,
+    requests: Arc<RequestQueue>,
+    /// Requests taken from the queue, not yet allowed out (packet ids all in use).
+    queued: VecDeque<Request>,
     link: Option<Link>,
     /// Credentials for the next CONNECT.
     pub(crate) login: Option<Login>,
@@ -96,7 +98,7 @@ pub(crate) struct Engine {
 impl Engine {
     /// `inflight_limit` is the packet-id range: publishes beyond it wait for an ack.
     pub(crate) fn new(
-        requests: flume::Receiver<Request>,
+        requests: Arc<RequestQueue>,
         inflight_limit: u16,
         opts: &ValidOptions,
     ) -> Self {
@@ -108,6 +110,7 @@ impl Engine {
             state,
             pending: VecDeque::new(),
             requests,
+            queued: VecDeque::new(),
             link: None,
             login: opts
                 .static_credentials
@@ -182,14 +185,15 @@ impl Engine {
     }
 
     /// Drop the connection. Unacknowledged publishes and PUBRELs, then every request
-    /// still in the channel (except acknowledgements of incoming messages, which the
-    /// broker's redelivery makes again), move to `pending`.
+    /// not sent yet (except acknowledgements of incoming messages, which the broker's
+    /// redelivery makes again), move to `pending`.
     pub(crate) fn clean(&mut self) {
         self.link = None;
         self.pending.extend(self.state.clean());
+        self.requests.take_all(&mut self.queued);
         self.pending.extend(
-            self.requests
-                .drain()
+            self.queued
+                .drain(..)
                 .filter(|request| !matches!(request, Request::PubAck(_))),
         );
     }
@@ -218,7 +222,7 @@ impl Engine {
             if let Some(event) = self.state.events.pop_front() {
                 return Ok(event);
             }
-            let take_new = self.pending.is_empty() && self.can_take();
+            let take_new = self.pending.is_empty() && self.queued.is_empty() && self.can_take();
             let keep_alive = self.keep_alive;
             let Engine {
                 state,
@@ -227,6 +231,7 @@ impl Engine {
                 max_packet_size,
                 ..
             } = self;
+            let requests = &**requests;
             let link = link.as_mut().ok_or(LinkError::NotConnected)?;
             let max = *max_packet_size;
             let keepalive = &mut link.keepalive;
@@ -242,10 +247,7 @@ impl Engine {
                     filled?;
                     link.receive(state, max)?;
                 }
-                request = requests.recv_async(), if take_new => {
-                    let request = request.map_err(|_| LinkError::RequestsDone)?;
-                    link.send(state, request, max)?;
-                }
+                () = std::future::poll_fn(|cx| requests.poll_ready(cx)), if take_new => {}
                 () = ping_due => {
                     if let Some(sleep) = link.keepalive.as_mut() {
                         sleep.as_mut().reset(Instant::now() + keep_alive);
@@ -265,10 +267,15 @@ impl Engine {
             }
             let request = match self.pending.pop_front() {
                 Some(request) => request,
-                None => match self.requests.try_recv() {
-                    Ok(request) => request,
-                    Err(_) => return Ok(()),
-                },
+                None => {
+                    if self.queued.is_empty() {
+                        self.requests.take_all(&mut self.queued);
+                    }
+                    match self.queued.pop_front() {
+                        Some(request) => request,
+                        None => return Ok(()),
+                    }
+                }
             };
             let link = self.link.as_mut().ok_or(LinkError::NotConnected)?;
             link.send(&mut self.state, request, self.max_packet_size)?;

@@ -10,8 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
-use rumqttc::{AsyncClient, Publish, QoS as WireQoS};
+use rumqttc::{PubAck, PubRec, QoS as WireQoS, Request};
+
+use super::requests::RequestQueue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Qos2 {
@@ -53,7 +54,7 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Inbound {
     state: Mutex<State>,
-    requests: AsyncClient,
+    requests: Arc<RequestQueue>,
 }
 
 /// Completes one subscriber's share of a message when dropped.
@@ -71,7 +72,7 @@ impl Drop for AckToken {
 }
 
 impl Inbound {
-    pub(crate) fn new(requests: AsyncClient) -> Arc<Self> {
+    pub(crate) fn new(requests: Arc<RequestQueue>) -> Arc<Self> {
         Arc::new(Inbound {
             state: Mutex::new(State::default()),
             requests,
@@ -146,28 +147,49 @@ impl Inbound {
 
     /// Send the acknowledgements at the head of the queue whose messages are done.
     fn flush(&self, epoch: u64) {
-        let mut state = self.lock();
-        if state.epoch != epoch {
-            return;
-        }
-        while state.queue.front().is_some_and(|e| e.remaining == 0) {
-            let Some(entry) = state.queue.pop_front() else {
-                break;
-            };
-            if entry.qos == WireQoS::ExactlyOnce {
-                state.qos2.insert(entry.pkid, Qos2::Received);
+        let mut queued = false;
+        {
+            let mut state = self.lock();
+            if state.epoch != epoch {
+                return;
             }
-            self.send_ack(entry.pkid, entry.qos);
+            // Queued under the lock, so acknowledgements keep the arrival order.
+            while state.queue.front().is_some_and(|e| e.remaining == 0) {
+                let Some(entry) = state.queue.pop_front() else {
+                    break;
+                };
+                if entry.qos == WireQoS::ExactlyOnce {
+                    state.qos2.insert(entry.pkid, Qos2::Received);
+                }
+                queued |= self.queue_ack(entry.pkid, entry.qos);
+            }
+        }
+        if queued {
+            self.requests.wake();
         }
     }
 
-    /// PUBACK (QoS 1) or PUBREC (QoS 2) for `pkid`.
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) for `pkid`, now.
     pub(crate) fn send_ack(&self, pkid: u16, qos: WireQoS) {
-        let mut publish = Publish::from_bytes(String::new(), qos, Bytes::new());
-        publish.pkid = pkid;
-        if let Err(e) = self.requests.try_ack(&publish) {
-            tracing::debug!(pkid, error = %e, "courier: acknowledgement not queued (client stopping)");
+        if self.queue_ack(pkid, qos) {
+            self.requests.wake();
         }
+    }
+
+    /// Queue the acknowledgement without waking the engine; false when stopping.
+    fn queue_ack(&self, pkid: u16, qos: WireQoS) -> bool {
+        let request = match qos {
+            WireQoS::ExactlyOnce => Request::PubRec(PubRec::new(pkid)),
+            _ => Request::PubAck(PubAck::new(pkid)),
+        };
+        let queued = self.requests.push(request).is_ok();
+        if !queued {
+            tracing::debug!(
+                pkid,
+                "courier: acknowledgement not queued (client stopping)"
+            );
+        }
+        queued
     }
 
     /// PUBREL: the QoS 2 exchange for `pkid` is over; the id may be reused.
@@ -192,21 +214,18 @@ impl Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::{MqttOptions, Request};
 
-    fn inbound() -> (Arc<Inbound>, rumqttc::EventLoop) {
-        let (client, eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1883), 100);
-        (Inbound::new(client), eventloop)
+    fn inbound() -> (Arc<Inbound>, Arc<RequestQueue>) {
+        let requests = Arc::new(RequestQueue::default());
+        (Inbound::new(requests.clone()), requests)
     }
 
-    /// The acknowledgements queued into rumqttc's channel so far. rumqttc moves its
-    /// channel into `pending` (dropping PUBACKs, which is why QoS 2 is used to observe
-    /// order) when `clean()` is called.
-    fn sent(eventloop: &mut rumqttc::EventLoop) -> Vec<u16> {
-        eventloop.clean();
-        eventloop
-            .pending
-            .drain(..)
+    /// The packet ids of the PUBRECs queued so far.
+    fn sent(requests: &mut Arc<RequestQueue>) -> Vec<u16> {
+        let mut taken = std::collections::VecDeque::new();
+        requests.take_all(&mut taken);
+        taken
+            .into_iter()
             .filter_map(|r| match r {
                 Request::PubRec(p) => Some(p.pkid),
                 _ => None,

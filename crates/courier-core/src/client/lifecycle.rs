@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use rumqttc::AsyncClient;
 use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +17,7 @@ use super::middleware::{BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber
 use super::options::ValidOptions;
 use super::outbound::Outbound;
 use super::publish::ClientPublisher;
+use super::requests::RequestQueue;
 use super::router::Router;
 use super::subscription::{ClientSubscriber, ClientUnsubscriber};
 use super::{Chains, Client, Shared};
@@ -42,14 +42,12 @@ fn spawn(
     fail_fast: bool,
 ) -> (Client, oneshot::Receiver<Result<(), ConnectError>>) {
     let b = &opts.builder;
-    // Unbounded: courier bounds what goes in with its own windows, so sending never
-    // waits (the outbound lock held while sending relies on that).
-    let (request_tx, request_rx) = flume::unbounded();
-    let requests = AsyncClient::from_senders(request_tx);
+    // Unbounded: courier bounds what goes in with its own windows.
+    let requests = Arc::new(RequestQueue::default());
     // Packet ids cycle through twice the window so a slow acknowledgement rarely
     // collides with a new publish.
     let pkid_range = b.max_inflight.saturating_mul(2);
-    let engine = Engine::new(request_rx, pkid_range, &opts);
+    let engine = Engine::new(requests.clone(), pkid_range, &opts);
 
     let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));

@@ -19,6 +19,7 @@ pub mod middleware;
 mod options;
 mod outbound;
 mod publish;
+mod requests;
 mod router;
 mod subscription;
 #[cfg(feature = "tls")]
@@ -89,7 +90,7 @@ impl Drop for Owner {
 /// State shared by handles, the driver task, subscribers and handlers.
 pub(crate) struct Shared {
     pub(crate) opts: ValidOptions,
-    pub(crate) requests: rumqttc::AsyncClient,
+    pub(crate) requests: Arc<requests::RequestQueue>,
     pub(crate) outbound: Mutex<Outbound>,
     pub(crate) window: Arc<Semaphore>,
     pub(crate) qos0_window: Arc<Semaphore>,
@@ -164,7 +165,9 @@ impl Shared {
     /// (it must not be interrupted mid-poll), by cancellation otherwise.
     pub(crate) fn begin_shutdown(&self) {
         self.closing.store(true, Ordering::Release);
-        let _ = self.requests.try_disconnect();
+        let _ = self
+            .requests
+            .send(rumqttc::Request::Disconnect(rumqttc::Disconnect));
         self.shutdown.cancel();
     }
 }

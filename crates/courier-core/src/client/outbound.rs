@@ -40,10 +40,26 @@ pub(crate) struct PendingPublish {
     pub(crate) waiting_since: Option<Instant>,
 }
 
-impl PendingPublish {
-    fn resolve(mut self, result: PublishResult) {
-        if let Some(waiter) = self.waiter.take() {
-            let _ = waiter.send(result);
+/// A publish's outcome, to hand to its caller once the outbound lock is released
+/// (the wake-up may cost a system call).
+#[derive(Debug)]
+#[must_use = "the caller waits until `notify` is called"]
+pub(crate) struct Settled {
+    waiter: Option<oneshot::Sender<PublishResult>>,
+    result: PublishResult,
+}
+
+impl Settled {
+    fn new(entry: PendingPublish, result: PublishResult) -> Self {
+        Settled {
+            waiter: entry.waiter,
+            result,
+        }
+    }
+
+    pub(crate) fn notify(self) {
+        if let Some(waiter) = self.waiter {
+            let _ = waiter.send(self.result);
         }
     }
 }
@@ -226,8 +242,7 @@ impl Outbound {
         self.tracked
     }
 
-    fn finish(&mut self, entry: PendingPublish, qos0: bool, result: PublishResult) {
-        entry.resolve(result);
+    fn finish(&mut self, entry: PendingPublish, qos0: bool, result: PublishResult) -> Settled {
         self.tracked -= 1;
         if qos0 {
             self.qos0_window.add_permits(1);
@@ -237,24 +252,26 @@ impl Outbound {
         if self.is_idle() {
             self.idle.notify_waiters();
         }
+        Settled::new(entry, result)
     }
 
     /// `Outgoing::Publish(pkid)`: a publish was written to the connection.
-    pub(crate) fn on_publish_sent(&mut self, pkid: u16) {
+    /// Returns the outcome of a QoS 0 publish, which is done once written.
+    pub(crate) fn on_publish_sent(&mut self, pkid: u16) -> Option<Settled> {
         if pkid == 0 {
-            match self.publishes.pop_front() {
-                Some(entry) => self.finish(entry, true, Ok(())),
-                None => tracing::error!("courier: untracked QoS 0 publish"),
+            let entry = self.publishes.pop_front();
+            if entry.is_none() {
+                tracing::error!("courier: untracked QoS 0 publish");
             }
-            return;
+            return entry.map(|entry| self.finish(entry, true, Ok(())));
         }
         if pkid > self.pkid_range {
             tracing::error!(pkid, "courier: packet id outside the tracked range");
-            return;
+            return None;
         }
         if let Some(entry) = self.slots.get_mut(&pkid).and_then(|s| s.publish.as_mut()) {
             entry.waiting_since = Some(Instant::now()); // a retransmission
-            return;
+            return None;
         }
         let entry = match self.collided.take() {
             Some((id, entry)) if id == pkid => Some(entry),
@@ -273,6 +290,7 @@ impl Outbound {
             }
             None => tracing::error!(pkid, "courier: untracked publish"),
         }
+        None
     }
 
     /// `Outgoing::AwaitAck(pkid)`: rumqttc found `pkid` still in use and parked the
@@ -284,11 +302,10 @@ impl Outbound {
     }
 
     /// PUBACK.
-    pub(crate) fn on_puback(&mut self, pkid: u16) {
-        if let Some(entry) = self.slots.get_mut(&pkid).and_then(|s| s.publish.take()) {
-            self.prune(pkid);
-            self.finish(entry, false, Ok(()));
-        }
+    pub(crate) fn on_puback(&mut self, pkid: u16) -> Option<Settled> {
+        let entry = self.slots.get_mut(&pkid).and_then(|s| s.publish.take())?;
+        self.prune(pkid);
+        Some(self.finish(entry, false, Ok(())))
     }
 
     /// PUBREC: the broker has the QoS 2 message; the PUBREL/PUBCOMP leg follows.
@@ -304,11 +321,10 @@ impl Outbound {
     }
 
     /// PUBCOMP.
-    pub(crate) fn on_pubcomp(&mut self, pkid: u16) {
-        if let Some(entry) = self.slots.get_mut(&pkid).and_then(|s| s.release.take()) {
-            self.prune(pkid);
-            self.finish(entry, false, Ok(()));
-        }
+    pub(crate) fn on_pubcomp(&mut self, pkid: u16) -> Option<Settled> {
+        let entry = self.slots.get_mut(&pkid).and_then(|s| s.release.take())?;
+        self.prune(pkid);
+        Some(self.finish(entry, false, Ok(())))
     }
 
     /// Forget `pkid`'s slot once nothing waits on it.
@@ -493,7 +509,8 @@ impl Outbound {
                 }
             }
             for entry in failed {
-                self.finish(entry, false, Err(PublishError::SessionLost));
+                self.finish(entry, false, Err(PublishError::SessionLost))
+                    .notify();
             }
         }
         out.extend(replay.fresh);
@@ -515,7 +532,7 @@ impl Outbound {
             entries.extend(slot.release.map(|e| (e, false)));
         }
         for (entry, qos0) in entries {
-            self.finish(entry, qos0, Err(error()));
+            self.finish(entry, qos0, Err(error())).notify();
         }
         self.subscribes.drain().for_each(drop);
         self.unsubscribes.drain().for_each(drop);
@@ -578,6 +595,12 @@ mod tests {
         rx
     }
 
+    fn settle(settled: Option<Settled>) {
+        if let Some(settled) = settled {
+            settled.notify();
+        }
+    }
+
     fn done(rx: &mut oneshot::Receiver<PublishResult>) -> Option<bool> {
         rx.try_recv().ok().map(|r| r.is_ok())
     }
@@ -588,14 +611,14 @@ mod tests {
         let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
         let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
         let mut c = publish(&mut out, "c", WireQoS::AtMostOnce);
-        out.on_publish_sent(1);
-        out.on_publish_sent(2);
-        out.on_publish_sent(0);
+        settle(out.on_publish_sent(1));
+        settle(out.on_publish_sent(2));
+        settle(out.on_publish_sent(0));
         assert_eq!(done(&mut c), Some(true), "QoS 0 resolves when written");
-        out.on_puback(2);
+        settle(out.on_puback(2));
         assert_eq!(done(&mut b), Some(true));
         assert_eq!(done(&mut a), None, "a is not acked yet");
-        out.on_puback(1);
+        settle(out.on_puback(1));
         assert_eq!(done(&mut a), Some(true));
         assert_eq!(window.available_permits(), 2);
         assert!(out.is_idle());
@@ -605,16 +628,16 @@ mod tests {
     fn qos2_resolves_on_pubcomp_not_pubrec() {
         let Fixture { mut out, .. } = fixture(10);
         let mut a = publish(&mut out, "a", WireQoS::ExactlyOnce);
-        out.on_publish_sent(1);
+        settle(out.on_publish_sent(1));
         out.on_pubrec(1);
         assert_eq!(done(&mut a), None);
         // rumqttc may reuse id 1 for a new publish once PUBREC freed it.
         let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
-        out.on_publish_sent(1);
-        out.on_puback(1);
+        settle(out.on_publish_sent(1));
+        settle(out.on_puback(1));
         assert_eq!(done(&mut b), Some(true));
         assert_eq!(done(&mut a), None);
-        out.on_pubcomp(1);
+        settle(out.on_pubcomp(1));
         assert_eq!(done(&mut a), Some(true));
     }
 
@@ -623,13 +646,13 @@ mod tests {
         let Fixture { mut out, .. } = fixture(2);
         let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
         let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
-        out.on_publish_sent(1);
+        settle(out.on_publish_sent(1));
         out.on_collision(1); // b got id 1 too and was parked
-        out.on_puback(1);
+        settle(out.on_puback(1));
         assert_eq!(done(&mut a), Some(true));
-        out.on_publish_sent(1); // rumqttc sends the parked publish
+        settle(out.on_publish_sent(1)); // rumqttc sends the parked publish
         assert_eq!(done(&mut b), None);
-        out.on_puback(1);
+        settle(out.on_puback(1));
         assert_eq!(done(&mut b), Some(true));
     }
 
@@ -638,7 +661,7 @@ mod tests {
         let Fixture { mut out, .. } = fixture(10);
         let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
         let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
-        out.on_publish_sent(1);
+        settle(out.on_publish_sent(1));
         // Connection drops: rumqttc's pending holds a's retransmission and b, unsent.
         let mut sent_a = Publish::new("a", WireQoS::AtLeastOnce, b"a".to_vec());
         sent_a.pkid = 1;
@@ -650,12 +673,12 @@ mod tests {
         let replay = out.on_connack(true, SessionLossPolicy::Republish, &[]);
         assert!(matches!(&replay[0], Request::Publish(p) if p.pkid == 1 && p.dup));
         assert!(matches!(&replay[1], Request::Publish(p) if p.pkid == 0 && !p.dup));
-        out.on_publish_sent(1); // retransmission of a
-        out.on_publish_sent(2); // b, first transmission
-        out.on_puback(2);
+        settle(out.on_publish_sent(1)); // retransmission of a
+        settle(out.on_publish_sent(2)); // b, first transmission
+        settle(out.on_puback(2));
         assert_eq!(done(&mut b), Some(true));
         assert_eq!(done(&mut a), None);
-        out.on_puback(1);
+        settle(out.on_puback(1));
         assert_eq!(done(&mut a), Some(true));
     }
 
@@ -665,8 +688,8 @@ mod tests {
             let Fixture { mut out, .. } = fixture(10);
             let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
             let mut q2 = publish(&mut out, "q2", WireQoS::ExactlyOnce);
-            out.on_publish_sent(1);
-            out.on_publish_sent(2);
+            settle(out.on_publish_sent(1));
+            settle(out.on_publish_sent(2));
             out.on_pubrec(2);
             let mut sent_a = Publish::new("a", WireQoS::AtLeastOnce, b"a".to_vec());
             sent_a.pkid = 1;
@@ -691,11 +714,11 @@ mod tests {
                         .collect();
                     assert_eq!(topics, vec!["a", "q2"]);
                     out.on_subscribe_sent(3);
-                    out.on_publish_sent(4);
-                    out.on_publish_sent(5);
-                    out.on_puback(4);
+                    settle(out.on_publish_sent(4));
+                    settle(out.on_publish_sent(5));
+                    settle(out.on_puback(4));
                     out.on_pubrec(5);
-                    out.on_pubcomp(5);
+                    settle(out.on_pubcomp(5));
                     assert_eq!(done(&mut a), Some(true));
                     assert_eq!(done(&mut q2), Some(true));
                 }
@@ -713,7 +736,7 @@ mod tests {
         let Fixture { mut out, .. } = fixture(2);
         let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
         let mut b = publish(&mut out, "b", WireQoS::AtLeastOnce);
-        out.on_publish_sent(1);
+        settle(out.on_publish_sent(1));
         out.on_collision(1);
         let mut parked = Publish::new("b", WireQoS::AtLeastOnce, b"b".to_vec());
         parked.pkid = 1;
@@ -724,10 +747,10 @@ mod tests {
         let replay = out.on_connack(true, SessionLossPolicy::Republish, &[]);
         assert_eq!(replay.len(), 2);
         assert!(matches!(&replay[1], Request::Publish(p) if p.pkid == 0 && p.topic == "b"));
-        out.on_publish_sent(1);
-        out.on_publish_sent(2);
-        out.on_puback(1);
-        out.on_puback(2);
+        settle(out.on_publish_sent(1));
+        settle(out.on_publish_sent(2));
+        settle(out.on_puback(1));
+        settle(out.on_puback(2));
         assert_eq!(done(&mut a), Some(true));
         assert_eq!(done(&mut b), Some(true));
     }
@@ -756,7 +779,7 @@ mod tests {
         let Fixture { mut out, .. } = fixture(10);
         let mut a = publish(&mut out, "a", WireQoS::AtLeastOnce);
         let mut b = publish(&mut out, "b", WireQoS::AtMostOnce);
-        out.on_publish_sent(1);
+        settle(out.on_publish_sent(1));
         out.fail_all(|| PublishError::Closed);
         assert_eq!(done(&mut a), Some(false));
         assert_eq!(done(&mut b), Some(false));

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
+use rumqttc::Request;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
@@ -218,29 +218,22 @@ async fn send(shared: &Shared, request: PublishRequest) -> Result<(), PublishErr
             window.add_permits(1);
             return Err(PublishError::Closed);
         }
-        let packet = (qos != QoS::AtMostOnce).then(|| {
-            let mut p = rumqttc::Publish::from_bytes(topic.clone(), wire, payload.clone());
-            p.retain = retain;
-            p
-        });
+        let mut packet = rumqttc::Publish::from_bytes(topic, wire, payload);
+        packet.retain = retain;
         outbound.push_publish(PendingPublish {
             waiter: Some(tx),
-            packet,
+            packet: (qos != QoS::AtMostOnce).then(|| packet.clone()),
             waiting_since: None,
         });
-        // The channel is sized so that this never waits; the lock keeps the FIFO in
-        // the channel's order.
-        let queued = shared
-            .requests
-            .publish_bytes(topic, wire, retain, payload)
-            .now_or_never();
-        if !matches!(queued, Some(Ok(()))) {
+        // Queued under the outbound lock, so the FIFO keeps the queue's order.
+        if shared.requests.push(Request::Publish(packet)).is_err() {
             outbound.pop_last_publish();
             drop(outbound);
             window.add_permits(1);
             return Err(PublishError::Closed);
         }
     }
+    shared.requests.wake();
     match timeout_at(deadline, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(PublishError::Closed),

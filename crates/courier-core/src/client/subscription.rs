@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
+use rumqttc::Request;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
@@ -288,11 +289,12 @@ async fn subscribe(
             request: packet.clone(),
             waiter: Some(tx),
         });
-        if shared.requests.try_subscribe_many(packet.filters).is_err() {
+        if shared.requests.push(Request::Subscribe(packet)).is_err() {
             outbound.pop_last_subscribe();
             return Err(SubscribeError::Closed);
         }
     }
+    shared.requests.wake();
     let write_timeout = shared.opts.builder.write_timeout;
     match timeout(write_timeout, rx).await {
         Ok(Ok(codes)) => {
@@ -354,12 +356,17 @@ fn queue_unsubscribes(
             request: rumqttc::Unsubscribe::new(filter.clone()),
             waiter: wait.then_some(tx),
         });
-        if shared.requests.try_unsubscribe(filter).is_err() {
+        let queued = shared
+            .requests
+            .push(Request::Unsubscribe(rumqttc::Unsubscribe::new(filter)));
+        if queued.is_err() {
             outbound.pop_last_unsubscribe();
             return Err(UnsubscribeError::Closed);
         }
         receivers.push(rx);
     }
+    drop(outbound);
+    shared.requests.wake();
     Ok(receivers)
 }
 
