@@ -1,4 +1,4 @@
-//! Starting and stopping: builds the request channel and connection engine from the
+//! Starting and stopping: builds the request queue and connection engine from the
 //! options, spawns the driver task, and stops it gracefully.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,10 +1,11 @@
-//! The MQTT client: one connection to one broker, driven by rumqttc on a background
-//! task.
+//! The MQTT client: one connection to one broker, driven on a background task with
+//! rumqttc's protocol state machine and packet codec.
 //!
 //! Layout: `options` builds and validates; `lifecycle` starts and stops the
-//! background task that `driver` runs; `outbound` and `inbound` map courier's
-//! requests to rumqttc's packet ids and acknowledgements; `router` routes incoming
-//! messages to `subscription`s.
+//! background task that `driver` runs; `engine` owns the socket; `requests` queues
+//! what handles send to it; `outbound` and `inbound` map courier's requests to
+//! packet ids and acknowledgements; `router` routes incoming messages to
+//! `subscription`s.
 
 mod backoff;
 mod credentials;

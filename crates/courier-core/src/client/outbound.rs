@@ -1,15 +1,16 @@
-//! Outbound bookkeeping: maps each courier request to the packet id rumqttc gives it.
+//! Outbound bookkeeping: maps each courier request to the packet id rumqttc's
+//! `MqttState` gives it.
 //!
-//! rumqttc 0.25 assigns packet ids itself and reports no per-publish acknowledgement,
-//! only a stream of events. Courier's requests enter rumqttc's request channel in the
+//! `MqttState` assigns packet ids itself and reports no per-publish acknowledgement,
+//! only a stream of events. Courier's requests enter the request queue in the
 //! same order as they are pushed onto the FIFOs here (both under one lock), and
 //! rumqttc emits `Outgoing::Publish(pkid)` (or `Outgoing::AwaitAck(pkid)` on a packet
 //! id collision) for first transmissions in that same order, so the front of the FIFO
 //! is always the request a first-transmission event is about. From then on the
 //! request is tracked by packet id until its PUBACK or PUBCOMP.
 //!
-//! Across a disconnect, rumqttc moves unacknowledged publishes and PUBRELs plus every
-//! request still in its channel into `EventLoop::pending`. [`Outbound::on_disconnect`]
+//! Across a disconnect, the engine moves unacknowledged publishes and PUBRELs plus
+//! every request not sent yet into `Engine::pending`. [`Outbound::on_disconnect`]
 //! takes that list over (setting DUP on the retransmissions, which rumqttc forgets,
 //! and rescuing a publish stuck in rumqttc's collision slot, which it never clears),
 //! and [`Outbound::on_connack`] hands it back: unchanged when the broker kept the
@@ -203,7 +204,7 @@ impl Outbound {
         self.idle.clone()
     }
 
-    /// Record a publish just handed to rumqttc's request channel.
+    /// Record a publish just pushed onto the request queue.
     pub(crate) fn push_publish(&mut self, entry: PendingPublish) {
         self.tracked += 1;
         self.publishes.push_back(entry);
