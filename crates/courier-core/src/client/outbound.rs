@@ -58,10 +58,10 @@ impl Settled {
         }
     }
 
-    pub(crate) fn notify(self) {
-        if let Some(waiter) = self.waiter {
-            let _ = waiter.send(self.result);
-        }
+    /// Hand the outcome over; true when a caller was still waiting for it.
+    pub(crate) fn notify(self) -> bool {
+        self.waiter
+            .is_some_and(|waiter| waiter.send(self.result).is_ok())
     }
 }
 
@@ -510,7 +510,8 @@ impl Outbound {
                 }
             }
             for entry in failed {
-                self.finish(entry, false, Err(PublishError::SessionLost))
+                let _ = self
+                    .finish(entry, false, Err(PublishError::SessionLost))
                     .notify();
             }
         }
@@ -533,7 +534,7 @@ impl Outbound {
             entries.extend(slot.release.map(|e| (e, false)));
         }
         for (entry, qos0) in entries {
-            self.finish(entry, qos0, Err(error())).notify();
+            let _ = self.finish(entry, qos0, Err(error())).notify();
         }
         self.subscribes.drain().for_each(drop);
         self.unsubscribes.drain().for_each(drop);
@@ -598,7 +599,7 @@ mod tests {
 
     fn settle(settled: Option<Settled>) {
         if let Some(settled) = settled {
-            settled.notify();
+            let _ = settled.notify();
         }
     }
 
