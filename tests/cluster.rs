@@ -24,7 +24,9 @@ use courier::cluster::{
     ClusterSubscription, Mode, StaticResolver,
 };
 use courier::{Backoff, Client, ClientBuilder, Message, QoS};
-use courier_integration_tests::{TestBroker, broker, client, client_id, mosquitto_mode};
+use courier_integration_tests::{
+    TestBroker, broker, client, client_id, eventually, mosquitto_mode,
+};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
@@ -46,20 +48,6 @@ fn template() -> ClientBuilder {
 
 fn address(broker: &TestBroker) -> Address {
     Address::new(broker.host(), broker.port())
-}
-
-/// Poll `check` until it holds or `within` passed.
-async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A plain client on one broker that records the numeric payloads it receives.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use courier::{Client, Event, Message, QoS, SubscribeError};
 use courier_integration_tests::{
-    BrokerKind, assert_silent, broker, client, recv_n, topics_until_quiet, wire,
+    BrokerKind, assert_silent, broker, client, eventually, recv_n, topics_until_quiet, wire,
 };
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -179,6 +179,12 @@ async fn unsubscribe_stops_delivery() {
     c.publish("news/1", "a").await.unwrap();
     c.publish("alerts", "a").await.unwrap();
     recv_n(&mut sub, 1, Duration::from_secs(5)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || handled.load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the handler got the first alert"
+    );
     c.unsubscribe(["news/#", "alerts"]).await.unwrap();
     assert!(c.info().subscriptions.is_empty());
     let probe = client(&broker, "probe").connect().await.unwrap();

@@ -78,6 +78,20 @@ pub async fn recv_n(sub: &mut Subscription, n: usize, within: Duration) -> Vec<M
     got
 }
 
+/// Poll `check` until it holds or `within` passed; returns whether it held.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Assert that nothing arrives on `sub` for `quiet`.
 ///
 /// # Panics

@@ -343,6 +343,7 @@ pub enum UnsubscribeError {
 }
 
 /// Shortens user input quoted in an error message.
+#[cfg(feature = "client")]
 pub(crate) fn quote_input(input: &str) -> String {
     const LIMIT: usize = 200;
     if input.len() <= LIMIT {
@@ -360,6 +361,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "client")]
     fn quote_input_truncates_long_input_on_a_char_boundary() {
         let long = "é".repeat(300);
         let quoted = quote_input(&long);

@@ -80,7 +80,7 @@ struct Link {
 pub(crate) struct Engine {
     /// rumqttc's protocol state: packet ids, in-flight publishes, queued events.
     pub(crate) state: MqttState,
-    /// Requests to send first after the next CONNACK (then the channel's).
+    /// Requests to send first after the next CONNACK (then the queue's).
     pub(crate) pending: VecDeque<Request>,
     requests: Arc<RequestQueue>,
     /// Requests taken from the queue, not yet allowed out (packet ids all in use).
@@ -401,4 +401,198 @@ async fn tls_connect(
         .connect(name, tcp)
         .await
         .map_err(LinkError::Tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use rumqttc::{Outgoing, Publish, QoS as WireQoS};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::client::Client;
+
+    /// A socket that counts the write calls that took bytes.
+    struct Counted {
+        inner: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            polled
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    struct Rig {
+        engine: Engine,
+        requests: Arc<RequestQueue>,
+        broker: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    /// An engine attached to an in-memory connection, as if just connected. `pipe` is
+    /// the connection's buffer size in bytes.
+    fn rig(inflight_limit: u16, pipe: usize) -> Rig {
+        let opts = Client::builder()
+            .address("localhost", 1883)
+            .client_id("engine-test")
+            .keep_alive(Duration::ZERO)
+            .validate()
+            .unwrap();
+        let requests = Arc::new(RequestQueue::default());
+        let mut engine = Engine::new(requests.clone(), inflight_limit, &opts);
+        let (client_end, broker) = tokio::io::duplex(pipe);
+        let writes = Arc::new(AtomicUsize::new(0));
+        engine.link = Some(Link {
+            socket: Box::new(Counted {
+                inner: client_end,
+                writes: writes.clone(),
+            }),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            keepalive: None,
+        });
+        Rig {
+            engine,
+            requests,
+            broker,
+            writes,
+        }
+    }
+
+    fn publish(payload: &[u8], qos: WireQoS) -> Request {
+        Request::Publish(Publish::new("t", qos, payload.to_vec()))
+    }
+
+    /// Read whole packets from the broker's end until `n` have arrived.
+    async fn read_packets(broker: &mut DuplexStream, n: usize) -> Vec<Packet> {
+        let mut buf = BytesMut::new();
+        let mut packets = Vec::new();
+        while packets.len() < n {
+            while let Ok(packet) = Packet::read(&mut buf, usize::MAX) {
+                packets.push(packet);
+            }
+            if packets.len() < n {
+                broker.read_buf(&mut buf).await.unwrap();
+            }
+        }
+        packets
+    }
+
+    #[tokio::test]
+    async fn ready_requests_go_out_in_one_write() {
+        let mut rig = rig(100, 64 * 1024);
+        for _ in 0..10 {
+            rig.requests
+                .push(publish(b"x", WireQoS::AtLeastOnce))
+                .unwrap();
+        }
+        let first = rig.engine.poll().await.unwrap();
+        assert_eq!(first, Event::Outgoing(Outgoing::Publish(1)));
+        assert_eq!(rig.writes.load(Ordering::SeqCst), 1);
+        let packets = read_packets(&mut rig.broker, 10).await;
+        assert!(packets.iter().all(|p| matches!(p, Packet::Publish(_))));
+    }
+
+    #[tokio::test]
+    async fn new_publishes_wait_for_a_free_packet_id() {
+        let mut rig = rig(2, 64 * 1024);
+        for _ in 0..3 {
+            rig.requests
+                .push(publish(b"x", WireQoS::AtLeastOnce))
+                .unwrap();
+        }
+        for pkid in [1, 2] {
+            assert_eq!(
+                rig.engine.poll().await.unwrap(),
+                Event::Outgoing(Outgoing::Publish(pkid))
+            );
+        }
+        let waiting = tokio::time::timeout(Duration::from_millis(50), rig.engine.poll()).await;
+        assert!(
+            waiting.is_err(),
+            "the third publish waits: ids 1 and 2 are in use"
+        );
+        let mut ack = BytesMut::new();
+        Packet::PubAck(rumqttc::PubAck::new(1))
+            .write(&mut ack, 16)
+            .unwrap();
+        rig.broker.write_all(&ack).await.unwrap();
+        let events = [
+            rig.engine.poll().await.unwrap(),
+            rig.engine.poll().await.unwrap(),
+        ];
+        assert!(events.contains(&Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(1)))));
+        assert!(events.contains(&Event::Outgoing(Outgoing::Publish(1))));
+        assert_eq!(read_packets(&mut rig.broker, 3).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn packets_already_buffered_are_handled_without_a_read() {
+        let mut rig = rig(10, 1024);
+        let mut incoming = Publish::new("t", WireQoS::AtMostOnce, b"hi".to_vec());
+        incoming.pkid = 0;
+        let link = rig.engine.link.as_mut().unwrap();
+        Packet::Publish(incoming.clone())
+            .write(&mut link.read, 1024)
+            .unwrap();
+        // Nothing more arrives: the packet read along with the CONNACK must come out.
+        let event = tokio::time::timeout(Duration::from_secs(1), rig.engine.poll())
+            .await
+            .expect("handled without waiting for the socket")
+            .unwrap();
+        assert_eq!(event, Event::Incoming(Packet::Publish(incoming)));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_poll_loses_no_byte() {
+        // A 16-byte pipe: the 1 KiB publish cannot be written in one go.
+        let mut rig = rig(10, 16);
+        let payload = vec![7u8; 1024];
+        rig.requests
+            .push(publish(&payload, WireQoS::AtLeastOnce))
+            .unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(20), rig.engine.poll()).await;
+        assert!(cut.is_err(), "the write is stuck until the broker reads");
+        let reader = tokio::spawn(async move {
+            let packets = read_packets(&mut rig.broker, 1).await;
+            (packets, rig.broker)
+        });
+        let event = rig.engine.poll().await.unwrap();
+        assert_eq!(event, Event::Outgoing(Outgoing::Publish(1)));
+        let (packets, _broker) = reader.await.unwrap();
+        match &packets[..] {
+            [Packet::Publish(p)] => assert_eq!(&p.payload[..], &payload[..]),
+            other => panic!("expected the publish intact, got {other:?}"),
+        }
+    }
 }
