@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use rumqttc::{
-    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, PingReq,
-    Request, StateError,
+    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, Request,
+    StateError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -61,6 +61,8 @@ pub(crate) enum LinkError {
     Closed,
     #[error("write did not complete within {0:?}")]
     WriteTimeout(Duration),
+    #[error("no PINGRESP within the keep-alive period")]
+    KeepAliveTimeout,
     #[error("not connected")]
     NotConnected,
 }
@@ -75,6 +77,8 @@ struct Link {
     write: BytesMut,
     /// Fires every keep-alive period to send PINGREQ; `None` with keep-alive 0.
     keepalive: Option<Pin<Box<Sleep>>>,
+    /// A PINGREQ went out and its PINGRESP has not arrived.
+    awaiting_pingresp: bool,
 }
 
 pub(crate) struct Engine {
@@ -141,6 +145,7 @@ impl Engine {
             read: BytesMut::new(),
             write: BytesMut::new(),
             keepalive: None,
+            awaiting_pingresp: false,
         };
         let mut connect = Connect::new(b.client_id.as_str());
         connect.keep_alive = u16::try_from(b.keep_alive.as_secs()).unwrap_or(u16::MAX);
@@ -252,7 +257,7 @@ impl Engine {
                     if let Some(sleep) = link.keepalive.as_mut() {
                         sleep.as_mut().reset(Instant::now() + keep_alive);
                     }
-                    link.send(state, Request::PingReq(PingReq), max)?;
+                    link.ping(max)?;
                 }
             }
         }
@@ -321,9 +326,27 @@ impl Link {
         Ok(())
     }
 
+    /// Send PINGREQ, or fail when the previous one is still unanswered.
+    ///
+    /// The engine keeps the keep-alive itself rather than through
+    /// `MqttState`, which also drops the connection after two pings while a publish
+    /// waits for its packet id to be acknowledged (rumqttc #1014): the broker may
+    /// hold one acknowledgement back for long, and the ack watchdog
+    /// (`ack_timeout`) is the place to decide how long is too long.
+    fn ping(&mut self, max: usize) -> Result<(), LinkError> {
+        if self.awaiting_pingresp {
+            return Err(LinkError::KeepAliveTimeout);
+        }
+        self.awaiting_pingresp = true;
+        self.encode(&Packet::PingReq, max)
+    }
+
     /// Handle every complete packet in the read buffer, queueing the replies.
     fn receive(&mut self, state: &mut MqttState, max: usize) -> Result<(), LinkError> {
         while let Some(packet) = self.next_packet(max)? {
+            if packet == Packet::PingResp {
+                self.awaiting_pingresp = false;
+            }
             if let Some(reply) = state.handle_incoming_packet(packet)? {
                 self.encode(&reply, max)?;
             }
@@ -480,6 +503,7 @@ mod tests {
             read: BytesMut::new(),
             write: BytesMut::new(),
             keepalive: None,
+            awaiting_pingresp: false,
         });
         Rig {
             engine,
@@ -594,5 +618,90 @@ mod tests {
             [Packet::Publish(p)] => assert_eq!(&p.payload[..], &payload[..]),
             other => panic!("expected the publish intact, got {other:?}"),
         }
+    }
+
+    /// Turn the rig's keep-alive on with a short period.
+    fn keep_alive(rig: &mut Rig, period: Duration) {
+        rig.engine.keep_alive = period;
+        if let Some(link) = rig.engine.link.as_mut() {
+            link.keepalive = Some(Box::pin(tokio::time::sleep(period)));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_ping_ends_the_connection() {
+        let mut rig = rig(10, 1024);
+        keep_alive(&mut rig, Duration::from_millis(20));
+        let ended = tokio::time::timeout(Duration::from_secs(2), rig.engine.poll())
+            .await
+            .expect("the connection ends at the second period");
+        assert!(
+            matches!(ended, Err(LinkError::KeepAliveTimeout)),
+            "{ended:?}"
+        );
+        assert_eq!(
+            read_packets(&mut rig.broker, 1).await,
+            vec![Packet::PingReq]
+        );
+    }
+
+    #[tokio::test]
+    async fn answered_pings_keep_the_connection_with_a_publish_parked() {
+        let mut rig = rig(2, 1024);
+        for _ in 0..3 {
+            rig.requests
+                .push(publish(b"x", WireQoS::AtLeastOnce))
+                .unwrap();
+        }
+        for pkid in [1, 2] {
+            assert_eq!(
+                rig.engine.poll().await.unwrap(),
+                Event::Outgoing(Outgoing::Publish(pkid))
+            );
+        }
+        // Id 2 is acknowledged, id 1 never is: the third publish gets id 1 again and
+        // is parked (rumqttc's event loop would drop the connection at the second
+        // ping after that).
+        let mut ack = BytesMut::new();
+        Packet::PubAck(rumqttc::PubAck::new(2))
+            .write(&mut ack, 16)
+            .unwrap();
+        rig.broker.write_all(&ack).await.unwrap();
+        keep_alive(&mut rig, Duration::from_millis(20));
+        let mut broker = rig.broker;
+        let pings = Arc::new(AtomicUsize::new(0));
+        let counted = pings.clone();
+        let answering = tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            let mut pong = BytesMut::new();
+            Packet::PingResp.write(&mut pong, 16).unwrap();
+            while broker.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+                while let Ok(packet) = Packet::read(&mut buf, usize::MAX) {
+                    if packet == Packet::PingReq {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        broker.write_all(&pong).await.unwrap();
+                    }
+                }
+            }
+        });
+        let mut events = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(polled) = tokio::time::timeout_at(until, rig.engine.poll()).await {
+            events.push(polled.unwrap());
+        }
+        assert!(
+            events.contains(&Event::Outgoing(Outgoing::AwaitAck(1))),
+            "{events:?}"
+        );
+        assert!(rig.engine.state.collision.is_some(), "still parked");
+        assert!(
+            events.contains(&Event::Incoming(Packet::PingResp)),
+            "{events:?}"
+        );
+        assert!(
+            pings.load(Ordering::SeqCst) >= 5,
+            "a ping every 20 ms for 300 ms"
+        );
+        answering.abort();
     }
 }
