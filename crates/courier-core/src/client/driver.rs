@@ -20,7 +20,7 @@ use tokio::time::timeout;
 
 use super::engine::{Engine, LinkError};
 use super::events::{ConnectionState, Event};
-use super::inbound::Admission;
+use super::inbound::{Admission, Registered};
 use super::outbound::Settled;
 use super::publish::wire_qos;
 use super::router::{Delivery, Offer, Sink};
@@ -312,15 +312,12 @@ impl Driver {
         shared
             .router_read()
             .matching(message.topic(), &mut self.targets);
-        let mut tokens = if qos == QoS::AtMostOnce {
-            Vec::new()
-        } else {
-            shared.inbound.register(pkid, wire, self.targets.len())
-        };
+        let registered = (qos != QoS::AtMostOnce)
+            .then(|| shared.inbound.register(pkid, wire, self.targets.len()));
         for sink in self.targets.drain(..) {
             let delivery = Delivery {
                 message: message.clone(),
-                ack: tokens.pop(),
+                ack: registered.as_ref().map(Registered::token),
             };
             if let Offer::Dropped(Some(dropped)) = sink.offer(delivery) {
                 shared.emit(Event::SlowConsumer {

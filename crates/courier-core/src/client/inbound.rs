@@ -57,6 +57,25 @@ pub(crate) struct Inbound {
     requests: Arc<RequestQueue>,
 }
 
+/// A message registered by [`Inbound::register`].
+#[derive(Debug)]
+pub(crate) struct Registered {
+    inbound: Arc<Inbound>,
+    epoch: u64,
+    seq: u64,
+}
+
+impl Registered {
+    /// One consumer's share of the message.
+    pub(crate) fn token(&self) -> AckToken {
+        AckToken {
+            inbound: self.inbound.clone(),
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+}
+
 /// Completes one subscriber's share of a message when dropped.
 #[derive(Debug)]
 pub(crate) struct AckToken {
@@ -99,15 +118,15 @@ impl Inbound {
         }
     }
 
-    /// Register a QoS 1/2 message going to `subscribers` consumers and return one
-    /// token per consumer. With no consumer it is acknowledged at once.
+    /// Register a QoS 1/2 message going to `consumers` consumers; each takes a
+    /// [`Registered::token`]. With no consumer it is acknowledged at once.
     pub(crate) fn register(
         self: &Arc<Self>,
         pkid: u16,
         qos: WireQoS,
-        subscribers: usize,
-    ) -> Vec<AckToken> {
-        let (epoch, seq) = {
+        consumers: usize,
+    ) -> Registered {
+        let (epoch, seq, queued) = {
             let mut state = self.lock();
             let seq = state.next_seq;
             state.next_seq += 1;
@@ -115,58 +134,57 @@ impl Inbound {
                 seq,
                 pkid,
                 qos,
-                remaining: subscribers,
+                remaining: consumers,
             });
-            (state.epoch, seq)
+            let queued = consumers == 0 && self.release_done(&mut state);
+            (state.epoch, seq, queued)
         };
-        if subscribers == 0 {
-            self.flush(epoch);
-            return Vec::new();
-        }
-        (0..subscribers)
-            .map(|_| AckToken {
-                inbound: self.clone(),
-                epoch,
-                seq,
-            })
-            .collect()
-    }
-
-    fn complete(&self, epoch: u64, seq: u64) {
-        {
-            let mut state = self.lock();
-            if state.epoch != epoch {
-                return;
-            }
-            if let Some(entry) = state.queue.iter_mut().find(|e| e.seq == seq) {
-                entry.remaining = entry.remaining.saturating_sub(1);
-            }
-        }
-        self.flush(epoch);
-    }
-
-    /// Send the acknowledgements at the head of the queue whose messages are done.
-    fn flush(&self, epoch: u64) {
-        let mut queued = false;
-        {
-            let mut state = self.lock();
-            if state.epoch != epoch {
-                return;
-            }
-            // Queued under the lock, so acknowledgements keep the arrival order.
-            while state.queue.front().is_some_and(|e| e.remaining == 0) {
-                let Some(entry) = state.queue.pop_front() else {
-                    break;
-                };
-                if entry.qos == WireQoS::ExactlyOnce {
-                    state.qos2.insert(entry.pkid, Qos2::Received);
-                }
-                queued |= self.queue_ack(entry.pkid, entry.qos);
-            }
-        }
         if queued {
             self.requests.wake();
         }
+        Registered {
+            inbound: self.clone(),
+            epoch,
+            seq,
+        }
+    }
+
+    fn complete(&self, epoch: u64, seq: u64) {
+        let queued = {
+            let mut state = self.lock();
+            if state.epoch != epoch {
+                return;
+            }
+            // Entries leave from the front only, so sequence numbers index the queue.
+            let at = state.queue.front().map(|front| seq.wrapping_sub(front.seq));
+            let entry = at
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| state.queue.get_mut(at));
+            if let Some(entry) = entry {
+                entry.remaining = entry.remaining.saturating_sub(1);
+            }
+            self.release_done(&mut state)
+        };
+        if queued {
+            self.requests.wake();
+        }
+    }
+
+    /// Queue the acknowledgements at the head of the queue whose messages are done,
+    /// under the lock, so they keep the arrival order. True when any was queued; the
+    /// caller wakes the engine once the lock is released.
+    fn release_done(&self, state: &mut State) -> bool {
+        let mut queued = false;
+        while state.queue.front().is_some_and(|e| e.remaining == 0) {
+            let Some(entry) = state.queue.pop_front() else {
+                break;
+            };
+            if entry.qos == WireQoS::ExactlyOnce {
+                state.qos2.insert(entry.pkid, Qos2::Received);
+            }
+            queued |= self.queue_ack(entry.pkid, entry.qos);
+        }
+        queued
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2) for `pkid`, now.
@@ -236,9 +254,9 @@ mod tests {
     #[test]
     fn acks_go_out_in_arrival_order() {
         let (inbound, mut el) = inbound();
-        let a = inbound.register(1, WireQoS::ExactlyOnce, 1);
-        let b = inbound.register(2, WireQoS::ExactlyOnce, 2);
-        drop(b);
+        let a = inbound.register(1, WireQoS::ExactlyOnce, 1).token();
+        let second = inbound.register(2, WireQoS::ExactlyOnce, 2);
+        drop([second.token(), second.token()]);
         assert!(sent(&mut el).is_empty(), "2 waits for 1 to be done");
         drop(a);
         assert_eq!(sent(&mut el), vec![1, 2]);
@@ -248,7 +266,8 @@ mod tests {
     #[test]
     fn a_message_is_acked_after_every_subscriber() {
         let (inbound, mut el) = inbound();
-        let mut tokens = inbound.register(9, WireQoS::ExactlyOnce, 3);
+        let registered = inbound.register(9, WireQoS::ExactlyOnce, 3);
+        let mut tokens = vec![registered.token(), registered.token(), registered.token()];
         tokens.pop();
         tokens.pop();
         assert!(sent(&mut el).is_empty());
@@ -260,7 +279,7 @@ mod tests {
     fn qos2_resends_are_delivered_once() {
         let (inbound, mut el) = inbound();
         assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Deliver);
-        let token = inbound.register(5, WireQoS::ExactlyOnce, 1);
+        let token = inbound.register(5, WireQoS::ExactlyOnce, 1).token();
         assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Ignore);
         drop(token);
         assert_eq!(sent(&mut el), vec![5]);
@@ -272,9 +291,21 @@ mod tests {
     #[test]
     fn tokens_of_a_lost_session_send_nothing() {
         let (inbound, mut el) = inbound();
-        let token = inbound.register(3, WireQoS::ExactlyOnce, 1);
+        let token = inbound.register(3, WireQoS::ExactlyOnce, 1).token();
         inbound.on_session_lost();
         drop(token);
         assert!(sent(&mut el).is_empty());
+    }
+
+    #[test]
+    fn a_message_nobody_consumes_is_acked_at_once_in_order() {
+        let (inbound, mut el) = inbound();
+        let first = inbound.register(1, WireQoS::ExactlyOnce, 1).token();
+        let _ = inbound.register(2, WireQoS::ExactlyOnce, 0);
+        assert!(sent(&mut el).is_empty(), "2 waits for 1");
+        drop(first);
+        assert_eq!(sent(&mut el), vec![1, 2]);
+        let _ = inbound.register(3, WireQoS::ExactlyOnce, 0);
+        assert_eq!(sent(&mut el), vec![3]);
     }
 }
