@@ -10,10 +10,9 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use rumqttc::{
-    ConnectReturnCode, Event as WireEvent, Login, MqttState, Outgoing, Packet, Publish,
-    QoS as WireQoS, SubscribeReasonCode,
+    ConnectReturnCode, Event as WireEvent, Login, Outgoing, Packet, Publish, QoS as WireQoS,
+    SubscribeReasonCode,
 };
 use tokio::sync::oneshot;
 use tokio::time::timeout;
@@ -163,11 +162,6 @@ impl Driver {
         );
         first.extend(self.engine.pending.drain(..));
         self.engine.pending = first;
-        if session_present {
-            // The broker may send PUBREL for any id it PUBREC'd earlier, even to a
-            // previous process; without a session it has none pending.
-            rearm_pubrel(&mut self.engine.state, 1..=u16::MAX);
-        }
         shared.state.send_replace(ConnectionState::Connected);
         shared.emit(Event::Connected { session_present });
         if let Some(callback) = &shared.opts.builder.on_connect {
@@ -253,10 +247,7 @@ impl Driver {
                 let settled = self.shared.outbound().on_pubcomp(comp.pkid);
                 return settle(settled);
             }
-            WireEvent::Incoming(Packet::PubRel(rel)) => {
-                self.shared.inbound.on_pubrel(rel.pkid);
-                rearm_pubrel(&mut self.engine.state, [rel.pkid]);
-            }
+            WireEvent::Incoming(Packet::PubRel(rel)) => self.shared.inbound.on_pubrel(rel.pkid),
             WireEvent::Incoming(Packet::SubAck(ack)) => {
                 let codes = ack
                     .return_codes
@@ -348,26 +339,6 @@ fn settle(settled: Option<Settled>) -> Next {
         Next::Yield
     } else {
         Next::Poll
-    }
-}
-
-/// Tell rumqttc that a QoS 2 message is pending for these ids, so that a PUBREL for
-/// them is answered with PUBCOMP instead of tearing the connection down. rumqttc
-/// forgets its incoming QoS 2 ids at every disconnect (and never knew those of a
-/// previous process), so after a reconnect the broker's PUBRELs would be
-/// "unsolicited" (rumqttc #664); MQTT requires answering every PUBREL with PUBCOMP.
-fn rearm_pubrel(state: &mut MqttState, pkids: impl IntoIterator<Item = u16>) {
-    for pkid in pkids {
-        let mut marker = Publish::from_bytes(String::new(), WireQoS::ExactlyOnce, Bytes::new());
-        marker.pkid = pkid;
-        // With manual acks this only records the id and queues an event, which is
-        // removed again: nothing is sent or delivered.
-        if state
-            .handle_incoming_packet(Packet::Publish(marker))
-            .is_ok()
-        {
-            state.events.pop_back();
-        }
     }
 }
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use rumqttc::{
-    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, Request,
-    StateError,
+    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, PubComp,
+    Request, StateError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -344,8 +344,19 @@ impl Link {
     /// Handle every complete packet in the read buffer, queueing the replies.
     fn receive(&mut self, state: &mut MqttState, max: usize) -> Result<(), LinkError> {
         while let Some(packet) = self.next_packet(max)? {
-            if packet == Packet::PingResp {
-                self.awaiting_pingresp = false;
+            match &packet {
+                Packet::PingResp => self.awaiting_pingresp = false,
+                Packet::PubRel(rel) => {
+                    // Every PUBREL is answered with PUBCOMP [MQTT-4.3.3-11], also for
+                    // an id this process never saw: the broker re-sends PUBRELs after
+                    // a reconnect, even those a previous process had PUBREC'd.
+                    // `MqttState` would call those unsolicited and drop the
+                    // connection (rumqttc #664), so it never sees PUBREL.
+                    self.encode(&Packet::PubComp(PubComp::new(rel.pkid)), max)?;
+                    state.events.push_back(Event::Incoming(packet));
+                    continue;
+                }
+                _ => {}
             }
             if let Some(reply) = state.handle_incoming_packet(packet)? {
                 self.encode(&reply, max)?;
@@ -703,5 +714,23 @@ mod tests {
             "a ping every 20 ms for 300 ms"
         );
         answering.abort();
+    }
+
+    #[tokio::test]
+    async fn a_pubrel_for_an_unknown_id_gets_its_pubcomp() {
+        let mut rig = rig(10, 1024);
+        let mut rel = BytesMut::new();
+        Packet::PubRel(rumqttc::PubRel::new(42))
+            .write(&mut rel, 16)
+            .unwrap();
+        rig.broker.write_all(&rel).await.unwrap();
+        assert_eq!(
+            rig.engine.poll().await.unwrap(),
+            Event::Incoming(Packet::PubRel(rumqttc::PubRel::new(42)))
+        );
+        assert_eq!(
+            read_packets(&mut rig.broker, 1).await,
+            vec![Packet::PubComp(PubComp::new(42))]
+        );
     }
 }
