@@ -524,6 +524,28 @@ mod tests {
         }
     }
 
+    /// Queue three QoS 1 publishes on a rig with two packet ids: ids 1 and 2 go out.
+    async fn fill_two_ids(rig: &mut Rig) {
+        for _ in 0..3 {
+            rig.requests
+                .push(publish(b"x", WireQoS::AtLeastOnce))
+                .unwrap();
+        }
+        for pkid in [1, 2] {
+            assert_eq!(
+                rig.engine.poll().await.unwrap(),
+                Event::Outgoing(Outgoing::Publish(pkid))
+            );
+        }
+    }
+
+    /// Write `packet` from the broker's end.
+    async fn from_broker(broker: &mut DuplexStream, packet: Packet) {
+        let mut bytes = BytesMut::new();
+        packet.write(&mut bytes, usize::MAX).unwrap();
+        broker.write_all(&bytes).await.unwrap();
+    }
+
     fn publish(payload: &[u8], qos: WireQoS) -> Request {
         Request::Publish(Publish::new("t", qos, payload.to_vec()))
     }
@@ -561,27 +583,13 @@ mod tests {
     #[tokio::test]
     async fn new_publishes_wait_for_a_free_packet_id() {
         let mut rig = rig(2, 64 * 1024);
-        for _ in 0..3 {
-            rig.requests
-                .push(publish(b"x", WireQoS::AtLeastOnce))
-                .unwrap();
-        }
-        for pkid in [1, 2] {
-            assert_eq!(
-                rig.engine.poll().await.unwrap(),
-                Event::Outgoing(Outgoing::Publish(pkid))
-            );
-        }
+        fill_two_ids(&mut rig).await;
         let waiting = tokio::time::timeout(Duration::from_millis(50), rig.engine.poll()).await;
         assert!(
             waiting.is_err(),
             "the third publish waits: ids 1 and 2 are in use"
         );
-        let mut ack = BytesMut::new();
-        Packet::PubAck(rumqttc::PubAck::new(1))
-            .write(&mut ack, 16)
-            .unwrap();
-        rig.broker.write_all(&ack).await.unwrap();
+        from_broker(&mut rig.broker, Packet::PubAck(rumqttc::PubAck::new(1))).await;
         let events = [
             rig.engine.poll().await.unwrap(),
             rig.engine.poll().await.unwrap(),
@@ -659,25 +667,11 @@ mod tests {
     #[tokio::test]
     async fn answered_pings_keep_the_connection_with_a_publish_parked() {
         let mut rig = rig(2, 1024);
-        for _ in 0..3 {
-            rig.requests
-                .push(publish(b"x", WireQoS::AtLeastOnce))
-                .unwrap();
-        }
-        for pkid in [1, 2] {
-            assert_eq!(
-                rig.engine.poll().await.unwrap(),
-                Event::Outgoing(Outgoing::Publish(pkid))
-            );
-        }
+        fill_two_ids(&mut rig).await;
         // Id 2 is acknowledged, id 1 never is: the third publish gets id 1 again and
         // is parked (rumqttc's event loop would drop the connection at the second
         // ping after that).
-        let mut ack = BytesMut::new();
-        Packet::PubAck(rumqttc::PubAck::new(2))
-            .write(&mut ack, 16)
-            .unwrap();
-        rig.broker.write_all(&ack).await.unwrap();
+        from_broker(&mut rig.broker, Packet::PubAck(rumqttc::PubAck::new(2))).await;
         keep_alive(&mut rig, Duration::from_millis(20));
         let mut broker = rig.broker;
         let pings = Arc::new(AtomicUsize::new(0));
@@ -719,11 +713,7 @@ mod tests {
     #[tokio::test]
     async fn a_pubrel_for_an_unknown_id_gets_its_pubcomp() {
         let mut rig = rig(10, 1024);
-        let mut rel = BytesMut::new();
-        Packet::PubRel(rumqttc::PubRel::new(42))
-            .write(&mut rel, 16)
-            .unwrap();
-        rig.broker.write_all(&rel).await.unwrap();
+        from_broker(&mut rig.broker, Packet::PubRel(rumqttc::PubRel::new(42))).await;
         assert_eq!(
             rig.engine.poll().await.unwrap(),
             Event::Incoming(Packet::PubRel(rumqttc::PubRel::new(42)))
