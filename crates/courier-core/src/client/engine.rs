@@ -81,6 +81,8 @@ struct Link {
     awaiting_pingresp: bool,
 }
 
+/// One client's connection: the link while connected, and the protocol state and
+/// requests that outlive it across reconnects.
 pub(crate) struct Engine {
     /// rumqttc's protocol state: packet ids, in-flight publishes, queued events.
     pub(crate) state: MqttState,
@@ -107,7 +109,7 @@ impl Engine {
         opts: &ValidOptions,
     ) -> Self {
         let mut state = MqttState::new(inflight_limit, true);
-        // rumqttc preallocates room for 100 events (about 16 KiB); a few suffice.
+        // rumqttc preallocates room for 100 events (about 14 KiB); a few suffice.
         state.events = VecDeque::new();
         let b = &opts.builder;
         Engine {
