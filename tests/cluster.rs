@@ -23,27 +23,16 @@ use courier::cluster::{
     Address, Balance, ChannelResolver, ClusterBuilder, ClusterClient, ClusterConfigError,
     ClusterSubscription, Mode, StaticResolver,
 };
-use courier::{Backoff, Client, ClientBuilder, Message, QoS};
+use courier::{Client, ClientBuilder, Message, QoS};
 use courier_integration_tests::{
-    TestBroker, broker, client, client_id, eventually, mosquitto_mode,
+    TestBroker, broker, client, client_id, eventually, mosquitto_mode, quick_reconnects,
 };
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
 /// A client template with quick reconnects and clean sessions.
 fn template() -> ClientBuilder {
-    Client::builder()
-        .clean_session(true)
-        .reconnect_backoff(Backoff::exponential(
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ))
-        .start_backoff(Backoff::exponential(
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ))
-        .connect_timeout(Duration::from_secs(5))
-        .graceful_shutdown_period(Duration::from_secs(5))
+    quick_reconnects().graceful_shutdown_period(Duration::from_secs(5))
 }
 
 fn address(broker: &TestBroker) -> Address {

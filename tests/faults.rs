@@ -57,7 +57,8 @@ use courier::{
     Subscription,
 };
 use courier_integration_tests::{
-    BrokerOptions, TestBroker, broker, broker_with, client, mosquitto_mode, needs_mosquitto,
+    BrokerOptions, TestBroker, broker, broker_with, client, eventually, mosquitto_mode,
+    needs_mosquitto,
 };
 use courier_testkit::mqtt::{
     self, MALFORMED_REMAINING_LENGTH, MALFORMED_RESERVED_TYPE, PUBCOMP, PUBLISH, PUBREC, PUBREL,
@@ -254,7 +255,7 @@ impl Arrivals {
     /// Waits until every stream has `expected` distinct messages, then `quiet` more
     /// for late duplicates. False if they did not all come within `within`.
     async fn settle(&self, streams: &[(&str, u64)], within: Duration, quiet: Duration) -> bool {
-        let complete = wait_until(within, || {
+        let complete = eventually(within, || {
             streams
                 .iter()
                 .all(|(s, n)| self.tally(s).unique() as u64 >= *n)
@@ -313,19 +314,6 @@ fn spawn_collector(mut sub: Subscription, arrivals: Arrivals) -> JoinHandle<()> 
     })
 }
 
-async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(ms(5)).await;
-    }
-}
-
 /// Every lifecycle event of a client, with when it came.
 #[derive(Debug, Clone, Default)]
 struct EventLog(Arc<Mutex<Vec<(Instant, Event)>>>);
@@ -359,7 +347,7 @@ impl EventLog {
         within: Duration,
     ) -> Option<Instant> {
         let mut found = None;
-        wait_until(within, || {
+        eventually(within, || {
             found = self.first_after(after, &want);
             found.is_some()
         })
@@ -668,7 +656,7 @@ async fn restart_scenario(plan: &RestartPlan) -> Option<RestartOutcome> {
     for k in 1..=plan.restarts {
         let at = k * plan.n / (plan.restarts + 1);
         assert!(
-            wait_until(secs(60), || stream.resolved() >= at).await,
+            eventually(secs(60), || stream.resolved() >= at).await,
             "stalled at {} of {}",
             stream.resolved(),
             plan.n
@@ -706,7 +694,7 @@ async fn restart_scenario(plan: &RestartPlan) -> Option<RestartOutcome> {
                 let c = sub_client.clone();
                 let t = probe.clone();
                 tokio::spawn(async move { c.publish(t, "probe").qos(QoS::AtMostOnce).await });
-                wait_until(ms(50), || arrivals.probe(&probe).is_some()).await;
+                eventually(ms(50), || arrivals.probe(&probe).is_some()).await;
             }
             let arrived = arrivals.probe(&probe).expect("probe delivered");
             out.probe_ms
@@ -1028,7 +1016,7 @@ async fn f5_resets_after_random_byte_counts_lose_nothing() {
         };
         let before = proxy.cuts();
         proxy.cut_after_bytes_with(n, how);
-        wait_until(secs(30), || {
+        eventually(secs(30), || {
             proxy.cuts() > before || (q1.done() && q2.done())
         })
         .await;
@@ -1037,7 +1025,7 @@ async fn f5_resets_after_random_byte_counts_lose_nothing() {
             cut_times.push(Instant::now());
             // Let everyone reconnect before the next cut, so cuts hit streams
             // rather than handshakes (those happen too, at times).
-            wait_until(secs(3), || clients.iter().all(|c| c.is_connected())).await;
+            eventually(secs(3), || clients.iter().all(|c| c.is_connected())).await;
         }
     }
     // Detection: the first disconnect (or failed connect) any client reports after
@@ -1295,7 +1283,7 @@ async fn f6_qos2_delivery_resumes_at_the_step_it_was_cut() {
             .await
             .unwrap();
         // Until the exchange completed on the new connection, then a quiet period.
-        wait_until(secs(10), || {
+        eventually(secs(10), || {
             let wire = proxy.captured();
             connections(&wire).get(1).is_some_and(|c| {
                 !on_wire(&wire, *c, Direction::ClientToBroker, &[PUBCOMP]).is_empty()
@@ -1685,7 +1673,7 @@ async fn f8_window_of_10_holds_back_and_out_of_order_acks_complete() {
         let p = conn.expect(PUBLISH, secs(5)).await.unwrap();
         sent.push((p.topic().unwrap(), p.pkid().unwrap()));
     }
-    let third_and_fourth_done = wait_until(secs(2), || {
+    let third_and_fourth_done = eventually(secs(2), || {
         let topics = ["f8/3", "f8/4"];
         sent.iter()
             .enumerate()
@@ -2473,7 +2461,7 @@ async fn f14_soak_with_random_faults() {
     let mut faults: HashMap<&str, usize> = HashMap::new();
     while !(q1.done() && q2.done()) {
         let pause = rng.range(5, 30).min(total / 4 + 1);
-        if wait_until(secs(pause), || q1.done() && q2.done()).await {
+        if eventually(secs(pause), || q1.done() && q2.done()).await {
             break;
         }
         let kind = match rng.range(0, 3) {
@@ -2498,7 +2486,7 @@ async fn f14_soak_with_random_faults() {
                         Close::Fin
                     },
                 );
-                wait_until(secs(10), || proxy.cuts() > before).await;
+                eventually(secs(10), || proxy.cuts() > before).await;
                 proxy.pass();
                 "reset-after-bytes"
             }

@@ -45,9 +45,14 @@ pub fn client_id(name: &str) -> String {
 /// A builder pointed at `broker`, with a unique client id, a clean session and quick
 /// reconnects.
 pub fn client(broker: &TestBroker, name: &str) -> ClientBuilder {
-    courier::Client::builder()
+    quick_reconnects()
         .address(broker.host(), broker.port())
         .client_id(client_id(name))
+}
+
+/// A builder with a clean session, quick reconnects and a 5 s connect timeout.
+pub fn quick_reconnects() -> ClientBuilder {
+    courier::Client::builder()
         .clean_session(true)
         .reconnect_backoff(Backoff::exponential(
             Duration::from_millis(50),
@@ -88,7 +93,7 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         if tokio::time::Instant::now() > deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
