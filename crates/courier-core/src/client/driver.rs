@@ -327,7 +327,10 @@ enum Next {
     /// again at once, and its request then joins this round of writes instead of
     /// waiting for the next; without this, N publishing tasks fall into lock-step
     /// with the broker (measured: 0.7-0.8 of raw rumqttc's msg/s at 16 and 128
-    /// tasks, 1.0-1.3 with it; `docs/benchmarks.md`).
+    /// tasks, 1.0-1.3 with it; `docs/benchmarks.md`). Not done after handing a
+    /// message to a subscriber: that sped up dispatch but F2 (QoS 2 across broker
+    /// restarts) then saw duplicates in 4 of 25 runs, against 0 of 75 without it;
+    /// the cause is not found yet.
     Yield,
     /// The client's DISCONNECT was sent.
     Stop,
