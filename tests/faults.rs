@@ -1576,6 +1576,75 @@ async fn f7_qos2_duplicates_and_unknown_pubrel_across_a_reconnect() {
     client.stop().await;
 }
 
+/// F7, acknowledgements across a reconnect (mock): two QoS 2 messages whose
+/// handlers finish after the connection that brought them is gone, one while the
+/// client is disconnected, one after it reconnected. Pass: no PUBREC goes out before
+/// the broker re-sends each PUBLISH [MQTT-4.4.0-1], the re-sends are acknowledged,
+/// and each handler ran once. An unsolicited PUBREC is what made Mosquitto deliver
+/// QoS 2 messages twice in F2 wire traces: it answers with PUBREL even for a message
+/// still in its queue, then sends that message as a new one.
+#[tokio::test]
+async fn f7_acknowledgements_wait_for_the_re_send_after_a_reconnect() {
+    let mock = MockBroker::start().await.unwrap();
+    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
+    // The handler of "a" waits for release level 1, that of "b" for level 2.
+    let (release, released) = tokio::sync::watch::channel(0u8);
+    let builder = client_at(mock.addr(), "f7-ack").clean_session(false);
+    let (client, mut conn) = connect_mock(&mock, builder, false).await;
+    let record = handled.clone();
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .subscribe("f7ack/#")
+                .qos(QoS::ExactlyOnce)
+                .handler(move |_c: Client, m: Message| {
+                    let text = m.payload_str().unwrap_or_default().to_owned();
+                    record.lock().unwrap().push(text.clone());
+                    let mut released = released.clone();
+                    let level = if text == "a" { 1 } else { 2 };
+                    async move {
+                        let _ = released.wait_for(|l| *l >= level).await;
+                    }
+                })
+                .await
+        }
+    });
+    let sub = conn.expect(SUBSCRIBE, secs(5)).await.unwrap();
+    conn.ack(&sub).await.unwrap();
+    subscribing.await.unwrap().unwrap();
+
+    let q2 = |id: u16, text: &str, dup: bool| Publish::new("f7ack/t", text).qos(2, id).dup(dup);
+    conn.send_publish(&q2(21, "a", false)).await.unwrap();
+    conn.send_publish(&q2(22, "b", false)).await.unwrap();
+    // One message at a time per handler: "b" starts once "a" is done.
+    assert!(eventually(secs(5), || handled.lock().unwrap().len() == 1).await);
+    conn.reset();
+    release.send_replace(1); // "a" finishes while the client is disconnected
+    assert!(eventually(secs(5), || handled.lock().unwrap().len() == 2).await);
+    let mut conn = mock.accept_timeout(true, secs(5)).await.unwrap();
+    release.send_replace(2); // "b" finishes on the new connection
+    conn.expect_silence(ms(300)).await.unwrap();
+
+    conn.send_publish(&q2(21, "a", true)).await.unwrap();
+    conn.send_publish(&q2(22, "b", true)).await.unwrap();
+    let recs = [
+        conn.expect(PUBREC, secs(5)).await.unwrap().pkid(),
+        conn.expect(PUBREC, secs(5)).await.unwrap().pkid(),
+    ];
+    assert_eq!(recs, [Some(21), Some(22)]);
+    for id in [21, 22] {
+        conn.send_pubrel(id).await.unwrap();
+        assert_eq!(
+            conn.expect(PUBCOMP, secs(5)).await.unwrap().pkid(),
+            Some(id)
+        );
+    }
+    conn.expect_silence(ms(200)).await.unwrap();
+    assert_eq!(*handled.lock().unwrap(), ["a", "b"]);
+    client.stop().await;
+}
+
 /// Malformed frames from the broker (decode side of the bad-input list): a reserved
 /// packet type 0, a remaining length over four bytes, a PUBLISH with both QoS bits
 /// set [MQTT-3.3.1-4]. The client must close the connection [MQTT-4.8.0-1] without

@@ -214,6 +214,7 @@ impl Driver {
         while let Some(event) = self.engine.state.events.pop_front() {
             self.handle(event);
         }
+        self.shared.inbound.on_connection_lost();
         let collision = self.engine.state.collision.take();
         self.shared
             .outbound()

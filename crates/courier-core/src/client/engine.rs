@@ -177,6 +177,9 @@ impl Engine {
         if !self.keep_alive.is_zero() {
             link.keepalive = Some(Box::pin(tokio::time::sleep(self.keep_alive)));
         }
+        // Acknowledgements queued since the last connection was lost: no message of
+        // this one has been handled yet.
+        self.drop_acks();
         self.link = Some(link);
         Ok(ack.session_present)
     }
@@ -192,17 +195,24 @@ impl Engine {
     }
 
     /// Drop the connection. Unacknowledged publishes and PUBRELs, then every request
-    /// not sent yet (except acknowledgements of incoming messages, which the broker's
-    /// redelivery makes again), move to `pending`.
+    /// not sent yet except acknowledgements, move to `pending`.
     pub(crate) fn clean(&mut self) {
         self.link = None;
         self.pending.extend(self.state.clean());
+        self.drop_acks();
+        self.pending.append(&mut self.queued);
+    }
+
+    /// Drop the acknowledgements (PUBACK, PUBREC) of incoming messages waiting to go
+    /// out: they answer PUBLISHes of a connection that is gone. The broker re-sends
+    /// those PUBLISHes on the next one [MQTT-4.4.0-1], and the re-sends are answered.
+    /// Sent unasked, an acknowledgement can meet a message the broker holds in its
+    /// queue: Mosquitto answers such a PUBREC with PUBREL, then sends the message
+    /// as a new one, a duplicate (rumqttc's `clean()` drops PUBACKs only).
+    fn drop_acks(&mut self) {
         self.requests.take_all(&mut self.queued);
-        self.pending.extend(
-            self.queued
-                .drain(..)
-                .filter(|request| !matches!(request, Request::PubAck(_))),
-        );
+        self.queued
+            .retain(|request| !matches!(request, Request::PubAck(_) | Request::PubRec(_)));
     }
 
     /// A request can be taken now: replays always, new ones while ids are free.
@@ -723,6 +733,23 @@ mod tests {
         assert_eq!(
             read_packets(&mut rig.broker, 1).await,
             vec![Packet::PubComp(PubComp::new(42))]
+        );
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_are_not_replayed_on_the_next_connection() {
+        let mut rig = rig(10, 1024);
+        for request in [
+            Request::PubRec(rumqttc::PubRec::new(3)),
+            publish(b"x", WireQoS::AtLeastOnce),
+            Request::PubAck(rumqttc::PubAck::new(4)),
+        ] {
+            rig.requests.push(request).unwrap();
+        }
+        rig.engine.clean();
+        assert_eq!(
+            Vec::from(rig.engine.pending.clone()),
+            vec![publish(b"x", WireQoS::AtLeastOnce)]
         );
     }
 }

@@ -6,6 +6,13 @@
 //! only after its handlers finished or its streams yielded it, so the broker's own
 //! in-flight window holds back further messages while consumers are slow, and a
 //! crash before that point gets the message redelivered.
+//!
+//! A PUBREC answers a PUBLISH received on the current connection. When the
+//! connection that brought a QoS 2 message is gone by the time its consumers are
+//! done, no PUBREC is sent: the broker re-sends the PUBLISH after reconnecting
+//! [MQTT-4.4.0-1] and the re-send is answered. An unsolicited PUBREC can be taken
+//! for a message the broker still holds in its queue: Mosquitto answers it with
+//! PUBREL, then sends the message again as a new one (a duplicate).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,8 +23,9 @@ use super::requests::RequestQueue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Qos2 {
-    /// Delivered to subscribers, PUBREC not sent yet.
-    Delivering,
+    /// Delivered to subscribers, PUBREC not sent yet; last received on connection
+    /// number `link`.
+    Delivering { link: u64 },
     /// PUBREC sent, waiting for PUBREL.
     Received,
 }
@@ -44,6 +52,9 @@ pub(crate) enum Admission {
 #[derive(Debug, Default)]
 struct State {
     epoch: u64,
+    /// Counts lost connections: a message received on an earlier one is not
+    /// acknowledged before the broker re-sends it.
+    link: u64,
     next_seq: u64,
     queue: VecDeque<Entry>,
     qos2: HashMap<u16, Qos2>,
@@ -107,12 +118,18 @@ impl Inbound {
         if qos != WireQoS::ExactlyOnce {
             return Admission::Deliver;
         }
-        let mut state = self.lock();
-        match state.qos2.get(&pkid) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        match state.qos2.get_mut(&pkid) {
             Some(Qos2::Received) => Admission::AckAgain,
-            Some(Qos2::Delivering) => Admission::Ignore,
+            Some(Qos2::Delivering { link }) => {
+                *link = state.link;
+                Admission::Ignore
+            }
             None => {
-                state.qos2.insert(pkid, Qos2::Delivering);
+                state
+                    .qos2
+                    .insert(pkid, Qos2::Delivering { link: state.link });
                 Admission::Deliver
             }
         }
@@ -180,7 +197,14 @@ impl Inbound {
                 break;
             };
             if entry.qos == WireQoS::ExactlyOnce {
-                state.qos2.insert(entry.pkid, Qos2::Received);
+                let Some(step) = state.qos2.get_mut(&entry.pkid) else {
+                    continue; // the broker already released it
+                };
+                let current = *step == Qos2::Delivering { link: state.link };
+                *step = Qos2::Received;
+                if !current {
+                    continue; // answered when the broker re-sends it
+                }
             }
             queued |= self.queue_ack(entry.pkid, entry.qos);
         }
@@ -215,6 +239,12 @@ impl Inbound {
         self.lock().qos2.remove(&pkid);
     }
 
+    /// The connection is gone: messages received on it are acknowledged only when
+    /// the broker re-sends them on the next one.
+    pub(crate) fn on_connection_lost(&self) {
+        self.lock().link += 1;
+    }
+
     /// The broker has no session for us: forget every packet id of the old one.
     pub(crate) fn on_session_lost(&self) {
         let mut state = self.lock();
@@ -238,6 +268,16 @@ mod tests {
         (Inbound::new(requests.clone()), requests)
     }
 
+    /// A new QoS 2 message `pkid` going to `consumers` consumers, admitted and
+    /// registered as the driver does.
+    fn arrive(inbound: &Arc<Inbound>, pkid: u16, consumers: usize) -> Registered {
+        assert_eq!(
+            inbound.admit(pkid, WireQoS::ExactlyOnce),
+            Admission::Deliver
+        );
+        inbound.register(pkid, WireQoS::ExactlyOnce, consumers)
+    }
+
     /// The packet ids of the PUBRECs queued so far.
     fn sent(requests: &mut Arc<RequestQueue>) -> Vec<u16> {
         let mut taken = std::collections::VecDeque::new();
@@ -254,8 +294,8 @@ mod tests {
     #[test]
     fn acks_go_out_in_arrival_order() {
         let (inbound, mut el) = inbound();
-        let a = inbound.register(1, WireQoS::ExactlyOnce, 1).token();
-        let second = inbound.register(2, WireQoS::ExactlyOnce, 2);
+        let a = arrive(&inbound, 1, 1).token();
+        let second = arrive(&inbound, 2, 2);
         drop([second.token(), second.token()]);
         assert!(sent(&mut el).is_empty(), "2 waits for 1 to be done");
         drop(a);
@@ -266,7 +306,7 @@ mod tests {
     #[test]
     fn a_message_is_acked_after_every_subscriber() {
         let (inbound, mut el) = inbound();
-        let registered = inbound.register(9, WireQoS::ExactlyOnce, 3);
+        let registered = arrive(&inbound, 9, 3);
         let mut tokens = vec![registered.token(), registered.token(), registered.token()];
         tokens.pop();
         tokens.pop();
@@ -278,8 +318,7 @@ mod tests {
     #[test]
     fn qos2_resends_are_delivered_once() {
         let (inbound, mut el) = inbound();
-        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Deliver);
-        let token = inbound.register(5, WireQoS::ExactlyOnce, 1).token();
+        let token = arrive(&inbound, 5, 1).token();
         assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Ignore);
         drop(token);
         assert_eq!(sent(&mut el), vec![5]);
@@ -289,9 +328,29 @@ mod tests {
     }
 
     #[test]
+    fn a_message_of_a_lost_connection_is_acked_when_sent_again() {
+        let (inbound, mut el) = inbound();
+        let token = arrive(&inbound, 5, 1).token();
+        inbound.on_connection_lost();
+        drop(token);
+        assert!(sent(&mut el).is_empty(), "no PUBREC before the re-send");
+        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::AckAgain);
+    }
+
+    #[test]
+    fn a_message_sent_again_while_consumed_is_acked_on_the_new_connection() {
+        let (inbound, mut el) = inbound();
+        let token = arrive(&inbound, 5, 1).token();
+        inbound.on_connection_lost();
+        assert_eq!(inbound.admit(5, WireQoS::ExactlyOnce), Admission::Ignore);
+        drop(token);
+        assert_eq!(sent(&mut el), vec![5]);
+    }
+
+    #[test]
     fn tokens_of_a_lost_session_send_nothing() {
         let (inbound, mut el) = inbound();
-        let token = inbound.register(3, WireQoS::ExactlyOnce, 1).token();
+        let token = arrive(&inbound, 3, 1).token();
         inbound.on_session_lost();
         drop(token);
         assert!(sent(&mut el).is_empty());
@@ -300,12 +359,12 @@ mod tests {
     #[test]
     fn a_message_nobody_consumes_is_acked_at_once_in_order() {
         let (inbound, mut el) = inbound();
-        let first = inbound.register(1, WireQoS::ExactlyOnce, 1).token();
-        let _ = inbound.register(2, WireQoS::ExactlyOnce, 0);
+        let first = arrive(&inbound, 1, 1).token();
+        let _ = arrive(&inbound, 2, 0);
         assert!(sent(&mut el).is_empty(), "2 waits for 1");
         drop(first);
         assert_eq!(sent(&mut el), vec![1, 2]);
-        let _ = inbound.register(3, WireQoS::ExactlyOnce, 0);
+        let _ = arrive(&inbound, 3, 0);
         assert_eq!(sent(&mut el), vec![3]);
     }
 }
