@@ -316,7 +316,10 @@ impl Driver {
                 ack: registered.as_ref().map(Registered::token),
             };
             match sink.offer(delivery) {
-                Offer::Queued => next = Next::Yield,
+                // A QoS 0 message has no ack to join the write: no yield (it cost
+                // 1.4x the CPU per message in the QoS 0 row).
+                Offer::Queued if registered.is_some() => next = Next::Yield,
+                Offer::Queued => {}
                 Offer::Dropped(Some(dropped)) => shared.emit(Event::SlowConsumer {
                     filter: sink.label().to_owned(),
                     dropped,
@@ -332,12 +335,12 @@ impl Driver {
 enum Next {
     Poll,
     /// A task was handed work: a publisher woken by its acknowledgement, or a
-    /// subscriber given a message. Let it run before polling on. A publisher usually
-    /// publishes again at once, a consumer finishes the message and its ack is
-    /// queued; either request then joins this round of writes instead of waiting for
-    /// the next. Without this, N publishing tasks fall into lock-step with the broker
-    /// (measured: 0.7-0.8 of raw rumqttc's msg/s at 16 and 128 tasks, 1.0-1.3 with
-    /// it), and dispatch 0.88-0.93 against 0.93-1.14 (`docs/benchmarks.md`).
+    /// subscriber given a QoS 1/2 message. Let it run before polling on. A publisher
+    /// usually publishes again at once, a consumer finishes the message and its ack
+    /// is queued; either request then joins this round of writes instead of waiting
+    /// for the next. Without this, N publishing tasks fall into lock-step with the
+    /// broker (measured: 0.7-0.8 of raw rumqttc's msg/s at 16 and 128 tasks, 1.0-1.3
+    /// with it), and dispatch 0.88-0.93 against 0.93-1.14 (`docs/benchmarks.md`).
     Yield,
     /// The client's DISCONNECT was sent.
     Stop,
