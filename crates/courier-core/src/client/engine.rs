@@ -272,6 +272,7 @@ impl Engine {
                     link.ping(max)?;
                 }
             }
+            requests.stop_waiting();
         }
     }
 
