@@ -24,8 +24,8 @@ use super::requests::RequestQueue;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Qos2 {
     /// Delivered to subscribers, PUBREC not sent yet; last received on connection
-    /// number `link`.
-    Delivering { link: u64 },
+    /// number `connection`.
+    Delivering { connection: u64 },
     /// PUBREC sent, waiting for PUBREL.
     Received,
 }
@@ -54,7 +54,7 @@ struct State {
     epoch: u64,
     /// Counts lost connections: a message received on an earlier one is not
     /// acknowledged before the broker re-sends it.
-    link: u64,
+    connection: u64,
     next_seq: u64,
     queue: VecDeque<Entry>,
     qos2: HashMap<u16, Qos2>,
@@ -122,14 +122,17 @@ impl Inbound {
         let state = &mut *guard;
         match state.qos2.get_mut(&pkid) {
             Some(Qos2::Received) => Admission::AckAgain,
-            Some(Qos2::Delivering { link }) => {
-                *link = state.link;
+            Some(Qos2::Delivering { connection }) => {
+                *connection = state.connection;
                 Admission::Ignore
             }
             None => {
-                state
-                    .qos2
-                    .insert(pkid, Qos2::Delivering { link: state.link });
+                state.qos2.insert(
+                    pkid,
+                    Qos2::Delivering {
+                        connection: state.connection,
+                    },
+                );
                 Admission::Deliver
             }
         }
@@ -200,7 +203,10 @@ impl Inbound {
                 let Some(step) = state.qos2.get_mut(&entry.pkid) else {
                     continue; // the broker already released it
                 };
-                let current = *step == Qos2::Delivering { link: state.link };
+                let current = *step
+                    == Qos2::Delivering {
+                        connection: state.connection,
+                    };
                 *step = Qos2::Received;
                 if !current {
                     continue; // answered when the broker re-sends it
@@ -242,7 +248,7 @@ impl Inbound {
     /// The connection is gone: messages received on it are acknowledged only when
     /// the broker re-sends them on the next one.
     pub(crate) fn on_connection_lost(&self) {
-        self.lock().link += 1;
+        self.lock().connection += 1;
     }
 
     /// The broker has no session for us: forget every packet id of the old one.
