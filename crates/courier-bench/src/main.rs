@@ -3,14 +3,14 @@
 //! medians, min-max and the ratio courier / raw.
 //!
 //! ```text
-//! cargo run --release -p courier-bench                 # everything (~3-5 minutes)
+//! cargo run --release -p courier-bench                 # everything (about 4 minutes)
 //! cargo run --release -p courier-bench -- --quick      # smoke run (1 round, small counts)
 //! cargo run --release -p courier-bench -- --only qos1,rtt --rounds 7 --scale 2
 //! ```
 //!
 //! Options, each also an environment variable:
 //!
-//! - `--rounds N` (`COURIER_BENCH_ROUNDS`, default 5): A/B rounds per workload.
+//! - `--rounds N` (`COURIER_BENCH_ROUNDS`, default 9): A/B rounds per workload.
 //! - `--scale F` (`COURIER_BENCH_SCALE`, default 1): message counts times F.
 //! - `--conns N` (`COURIER_BENCH_CONNS`, default 1000): connections of the memory
 //!   workload.
@@ -64,7 +64,7 @@ const USAGE: &str = "usage: courier-bench [--quick] [--rounds N] [--scale F] [--
 fn parse_args(args: &[String]) -> BoxResult<Args> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let mut parsed = Args {
-        rounds: env("COURIER_BENCH_ROUNDS").map_or(Ok(5), |v| v.parse())?,
+        rounds: env("COURIER_BENCH_ROUNDS").map_or(Ok(9), |v| v.parse())?,
         scale: env("COURIER_BENCH_SCALE").map_or(Ok(1.0), |v| v.parse())?,
         conns: env("COURIER_BENCH_CONNS").map_or(Ok(1000), |v| v.parse())?,
         only: env("COURIER_BENCH_ONLY").map(|v| v.split(',').map(str::to_owned).collect()),
