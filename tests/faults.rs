@@ -867,13 +867,13 @@ fn f2_plan() -> RestartPlan {
     }
 }
 
-/// F2, order: the plan requires strict order per publisher at QoS 2. Observed: after
-/// each restart 5–20 messages arrive late (reordered=6..75 per run). Wire capture:
-/// messages whose PUBREL was sent but not completed before the restart are released
-/// after the re-sent PUBLISHes of newer messages, because the replay after CONNACK
-/// is rumqttc's `clean()` order (all PUBLISH first, then PUBREL by ascending packet
-/// id) and the PUBRELs answering the new PUBRECs jump ahead of the old ones.
-/// `f6_resent_pubrels_precede_resent_publishes` pins the exact wire order.
+/// F2, order: the plan requires strict order per publisher at QoS 2. Before the
+/// client re-sorted its replay, 5–20 messages arrived late after each restart
+/// (reordered=6..75 per run): messages whose PUBREL was sent but not completed
+/// before the restart were released after the re-sent PUBLISHes of newer messages,
+/// because rumqttc's `clean()` replays all PUBLISHes first, then PUBRELs by
+/// ascending packet id. `f6_resent_pubrels_precede_resent_publishes` pins the wire
+/// order the client sends now.
 #[tokio::test]
 async fn f2_sigterm_restarts_keep_qos2_order() {
     let Some(out) = restart_scenario(&f2_plan()).await else {
