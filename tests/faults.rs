@@ -1549,6 +1549,39 @@ async fn f6_resent_pubrels_precede_resent_publishes() {
 // ---------------------------------------------------------------------------------
 // F7, F8: the mock broker
 
+/// Subscribes `client` to `filter` at QoS 2 with a handler that records each payload
+/// in `handled`, then runs `then` on it; the mock behind `conn` grants the SUBSCRIBE.
+async fn subscribe_qos2_recording<F, Fut>(
+    client: &Client,
+    conn: &mut MockConnection,
+    filter: &str,
+    handled: &Arc<Mutex<Vec<String>>>,
+    then: F,
+) where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let record = handled.clone();
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        let filter = filter.to_owned();
+        async move {
+            client
+                .subscribe(filter)
+                .qos(QoS::ExactlyOnce)
+                .handler(move |_c: Client, m: Message| {
+                    let text = m.payload_str().unwrap_or_default().to_owned();
+                    record.lock().unwrap().push(text.clone());
+                    then(text)
+                })
+                .await
+        }
+    });
+    let sub = conn.expect(SUBSCRIBE, secs(5)).await.unwrap();
+    conn.ack(&sub).await.unwrap();
+    subscribing.await.unwrap().unwrap();
+}
+
 /// F7. Plan (mock): a duplicate QoS 2 PUBLISH (DUP=1, same id) before PUBREL, then
 /// PUBREL; a PUBREL for an unknown id after a reconnect. Pass: the handler runs once,
 /// PUBREC is sent again, the unknown PUBREL gets PUBCOMP and the connection stays up.
@@ -1562,28 +1595,12 @@ async fn f7_qos2_duplicates_and_unknown_pubrel_across_a_reconnect() {
     let builder = client_at(mock.addr(), "f7").clean_session(false);
     let (client, mut conn) = connect_mock(&mock, builder, false).await;
     let log = EventLog::watch(&client);
-    let record = handled.clone();
-    let subscribing = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .subscribe("f7/#")
-                .qos(QoS::ExactlyOnce)
-                .handler(move |_c: Client, m: Message| {
-                    let text = m.payload_str().unwrap_or_default().to_owned();
-                    record.lock().unwrap().push(text.clone());
-                    async move {
-                        if text == "slow" {
-                            tokio::time::sleep(ms(400)).await;
-                        }
-                    }
-                })
-                .await
+    subscribe_qos2_recording(&client, &mut conn, "f7/#", &handled, |text| async move {
+        if text == "slow" {
+            tokio::time::sleep(ms(400)).await;
         }
-    });
-    let sub = conn.expect(SUBSCRIBE, secs(5)).await.unwrap();
-    conn.ack(&sub).await.unwrap();
-    subscribing.await.unwrap().unwrap();
+    })
+    .await;
 
     let q2 = |id: u16, text: &str, dup: bool| Publish::new("f7/t", text).qos(2, id).dup(dup);
     conn.send_publish(&q2(9, "first", false)).await.unwrap();
@@ -1669,28 +1686,14 @@ async fn f7_acknowledgements_wait_for_the_re_send_after_a_reconnect() {
     let (release, released) = tokio::sync::watch::channel(0u8);
     let builder = client_at(mock.addr(), "f7-ack").clean_session(false);
     let (client, mut conn) = connect_mock(&mock, builder, false).await;
-    let record = handled.clone();
-    let subscribing = tokio::spawn({
-        let client = client.clone();
+    subscribe_qos2_recording(&client, &mut conn, "f7ack/#", &handled, move |text| {
+        let mut released = released.clone();
+        let level = if text == "a" { 1 } else { 2 };
         async move {
-            client
-                .subscribe("f7ack/#")
-                .qos(QoS::ExactlyOnce)
-                .handler(move |_c: Client, m: Message| {
-                    let text = m.payload_str().unwrap_or_default().to_owned();
-                    record.lock().unwrap().push(text.clone());
-                    let mut released = released.clone();
-                    let level = if text == "a" { 1 } else { 2 };
-                    async move {
-                        let _ = released.wait_for(|l| *l >= level).await;
-                    }
-                })
-                .await
+            let _ = released.wait_for(|l| *l >= level).await;
         }
-    });
-    let sub = conn.expect(SUBSCRIBE, secs(5)).await.unwrap();
-    conn.ack(&sub).await.unwrap();
-    subscribing.await.unwrap().unwrap();
+    })
+    .await;
 
     let q2 = |id: u16, text: &str, dup: bool| Publish::new("f7ack/t", text).qos(2, id).dup(dup);
     conn.send_publish(&q2(21, "a", false)).await.unwrap();

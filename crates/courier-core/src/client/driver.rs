@@ -7,6 +7,7 @@
 //! by cancellation.
 
 use std::num::NonZeroU16;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -174,13 +175,9 @@ impl Driver {
     async fn serve(&mut self) -> Option<String> {
         let Some(ack_timeout) = self.shared.opts.builder.ack_timeout else {
             loop {
-                match self.engine.poll().await {
-                    Ok(event) => match self.handle(event) {
-                        Next::Poll => {}
-                        Next::Yield => tokio::task::yield_now().await,
-                        Next::Stop => return None,
-                    },
-                    Err(error) => return Some(error.to_string()),
+                let polled = self.engine.poll().await;
+                if let ControlFlow::Break(end) = self.on_polled(polled).await {
+                    return end;
                 }
             }
         };
@@ -188,22 +185,33 @@ impl Driver {
         // cancel safe); `clean()` keeps every unacknowledged publish for retransmission.
         loop {
             let shared = self.shared.clone();
-            tokio::select! {
+            let polled = tokio::select! {
                 biased;
                 _ = shared.force_reconnect.notified() => {
                     self.engine.clean();
                     return Some(format!("no acknowledgement within {ack_timeout:?}"));
                 }
-                polled = self.engine.poll() => match polled {
-                    Ok(event) => match self.handle(event) {
-                        Next::Poll => {}
-                        Next::Yield => tokio::task::yield_now().await,
-                        Next::Stop => return None,
-                    },
-                    Err(error) => return Some(error.to_string()),
-                },
+                polled = self.engine.poll() => polled,
+            };
+            if let ControlFlow::Break(end) = self.on_polled(polled).await {
+                return end;
             }
         }
+    }
+
+    /// Handle what one poll of the engine gave; `Break` ends [`serve`](Self::serve)
+    /// with its outcome.
+    async fn on_polled(
+        &mut self,
+        polled: Result<WireEvent, LinkError>,
+    ) -> ControlFlow<Option<String>> {
+        match polled.map(|event| self.handle(event)) {
+            Ok(Next::Poll) => {}
+            Ok(Next::Yield) => tokio::task::yield_now().await,
+            Ok(Next::Stop) => return ControlFlow::Break(None),
+            Err(error) => return ControlFlow::Break(Some(error.to_string())),
+        }
+        ControlFlow::Continue(())
     }
 
     fn on_connection_lost(&mut self, reason: String) {

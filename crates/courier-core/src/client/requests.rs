@@ -116,9 +116,18 @@ mod tests {
         }
     }
 
-    fn engine() -> (Arc<Counting>, Waker) {
-        let count = Arc::new(Counting::default());
-        (count.clone(), Waker::from(count))
+    /// A queue whose engine polled it empty and now waits; the engine's waker counts
+    /// its wake-ups.
+    fn waiting_queue() -> (RequestQueue, Arc<Counting>, Waker) {
+        let queue = RequestQueue::default();
+        let woken = Arc::new(Counting::default());
+        let waker = Waker::from(woken.clone());
+        assert!(
+            queue
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        (queue, woken, waker)
     }
 
     fn ack() -> Request {
@@ -127,24 +136,23 @@ mod tests {
 
     #[test]
     fn a_waiting_engine_is_woken_by_a_request() {
-        let queue = RequestQueue::default();
-        let (woken, waker) = engine();
-        let mut cx = Context::from_waker(&waker);
-        assert!(queue.poll_ready(&mut cx).is_pending());
+        let (queue, woken, waker) = waiting_queue();
         queue.send(ack()).unwrap();
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
-        assert!(queue.poll_ready(&mut cx).is_ready());
+        assert!(
+            queue
+                .poll_ready(&mut Context::from_waker(&waker))
+                .is_ready()
+        );
     }
 
     #[test]
     fn a_busy_engine_is_not_woken_and_finds_the_request() {
-        let queue = RequestQueue::default();
-        let (woken, waker) = engine();
-        let mut cx = Context::from_waker(&waker);
-        assert!(queue.poll_ready(&mut cx).is_pending());
+        let (queue, woken, waker) = waiting_queue();
         queue.stop_waiting();
         queue.send(ack()).unwrap();
         assert_eq!(woken.0.load(Ordering::SeqCst), 0);
-        assert!(queue.poll_ready(&mut cx).is_ready(), "nothing lost");
+        let ready = queue.poll_ready(&mut Context::from_waker(&waker));
+        assert!(ready.is_ready(), "nothing lost");
     }
 }
