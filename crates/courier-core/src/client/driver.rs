@@ -35,6 +35,8 @@ pub(crate) struct Driver {
     /// Reports the first connect's outcome to `connect()`; `None` for `start()`.
     first: Option<oneshot::Sender<Result<(), ConnectError>>>,
     targets: Vec<Sink>,
+    /// A subscriber was handed a QoS 1/2 message since the driver last yielded.
+    consumers_woken: bool,
 }
 
 impl Driver {
@@ -48,6 +50,7 @@ impl Driver {
             engine,
             first,
             targets: Vec::new(),
+            consumers_woken: false,
         }
     }
 
@@ -207,9 +210,17 @@ impl Driver {
     ) -> ControlFlow<Option<String>> {
         match polled.map(|event| self.handle(event)) {
             Ok(Next::Poll) => {}
-            Ok(Next::Yield) => tokio::task::yield_now().await,
+            Ok(Next::Yield) => {
+                self.consumers_woken = false;
+                tokio::task::yield_now().await;
+            }
+            Ok(Next::YieldAtBatchEnd) => self.consumers_woken = true,
             Ok(Next::Stop) => return ControlFlow::Break(None),
             Err(error) => return ControlFlow::Break(Some(error.to_string())),
+        }
+        if self.consumers_woken && !self.engine.has_events() {
+            self.consumers_woken = false;
+            tokio::task::yield_now().await;
         }
         ControlFlow::Continue(())
     }
@@ -326,7 +337,7 @@ impl Driver {
             match sink.offer(delivery) {
                 // A QoS 0 message has no ack to join the write: no yield (it cost
                 // 1.4x the CPU per message in the QoS 0 row).
-                Offer::Queued if registered.is_some() => next = Next::Yield,
+                Offer::Queued if registered.is_some() => next = Next::YieldAtBatchEnd,
                 Offer::Queued => {}
                 Offer::Dropped(Some(dropped)) => shared.emit(Event::SlowConsumer {
                     filter: sink.label().to_owned(),
@@ -342,14 +353,18 @@ impl Driver {
 /// What the driver does after handling an event.
 enum Next {
     Poll,
-    /// A task was handed work: a publisher woken by its acknowledgement, or a
-    /// subscriber given a QoS 1/2 message. Let it run before polling on. A publisher
-    /// usually publishes again at once, a consumer finishes the message and its ack
-    /// is queued; either request then joins this round of writes instead of waiting
-    /// for the next. Without this, N publishing tasks fall into lock-step with the
-    /// broker (measured: 0.7-0.8 of raw rumqttc's msg/s at 16 and 128 tasks, 1.0-1.3
-    /// with it), and dispatch 0.88-0.93 against 0.93-1.14 (`docs/benchmarks.md`).
+    /// A publisher was woken by its acknowledgement: let it run before polling on.
+    /// It usually publishes again at once, and that request joins this round of
+    /// writes instead of waiting for the next. Without this, N publishing tasks fall
+    /// into lock-step with the broker (measured: 0.7-0.8 of raw rumqttc's msg/s at 16
+    /// and 128 tasks, 1.0-1.3 with it; `docs/benchmarks.md`).
     Yield,
+    /// A subscriber was handed a QoS 1/2 message: let it run once the events of
+    /// this read are handed out, before the engine writes, so that the acks of the
+    /// whole batch join that write. A yield per message cost a wake-up of the other
+    /// worker thread each (measured in the dispatch row: 0.98-0.99 of raw rumqttc's
+    /// msg/s with a yield per message, 1.16-1.17 with one per batch).
+    YieldAtBatchEnd,
     /// The client's DISCONNECT was sent.
     Stop,
 }

@@ -224,6 +224,12 @@ impl Engine {
         result
     }
 
+    /// Events read and not handed out yet: the next [`poll`](Self::poll) returns
+    /// one without reading the socket.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.state.events.is_empty()
+    }
+
     /// Drop the connection. Unacknowledged publishes and PUBRELs, then every request
     /// not sent yet except acknowledgements, move to `pending`.
     pub(crate) fn clean(&mut self) {
