@@ -109,6 +109,8 @@ struct Link {
     /// Bytes were read and nothing has been written since: the kernel delays the
     /// TCP acknowledgement of that read.
     unanswered_read: bool,
+    /// SUBSCRIBEs and UNSUBSCRIBEs sent and not answered yet.
+    awaiting_sub_acks: usize,
 }
 
 /// One client's connection: the link while connected, and the protocol state and
@@ -179,6 +181,7 @@ impl Engine {
             keepalive: None,
             awaiting_pingresp: false,
             unanswered_read: false,
+            awaiting_sub_acks: 0,
         };
         let mut connect = Connect::new(b.client_id.as_str());
         connect.keep_alive = u16::try_from(b.keep_alive.as_secs()).unwrap_or(u16::MAX);
@@ -288,7 +291,7 @@ impl Engine {
             let requests = &**requests;
             let link = link.as_mut().ok_or(LinkError::NotConnected)?;
             let max = *max_packet_size;
-            link.ack_unanswered_read();
+            link.ack_unanswered_read(state.inflight() > 0);
             let keepalive = &mut link.keepalive;
             let ping_due = async {
                 match keepalive.as_mut() {
@@ -374,6 +377,9 @@ impl Link {
         max: usize,
     ) -> Result<(), LinkError> {
         if let Some(packet) = state.handle_outgoing_packet(request)? {
+            if matches!(packet, Packet::Subscribe(_) | Packet::Unsubscribe(_)) {
+                self.awaiting_sub_acks += 1;
+            }
             self.encode(&packet, max)?;
         }
         Ok(())
@@ -399,6 +405,9 @@ impl Link {
         while let Some(packet) = self.next_packet(max)? {
             match &packet {
                 Packet::PingResp => self.awaiting_pingresp = false,
+                Packet::SubAck(_) | Packet::UnsubAck(_) => {
+                    self.awaiting_sub_acks = self.awaiting_sub_acks.saturating_sub(1);
+                }
                 Packet::PubRel(rel) => {
                     // Every PUBREL is answered with PUBCOMP [MQTT-4.3.3-11], also for
                     // an id this process never saw: the broker re-sends PUBRELs after
@@ -419,7 +428,9 @@ impl Link {
     }
 
     /// Before the engine waits for the socket: if what was last read got no reply
-    /// (nothing written since), acknowledge it at the TCP level now.
+    /// (nothing written since) while the broker owes this client an answer (a
+    /// PUBACK, PUBREC or PUBCOMP for a publish in flight, a SUBACK or UNSUBACK),
+    /// acknowledge the read at the TCP level now.
     ///
     /// Mosquitto leaves Nagle's algorithm on by default (`set_tcp_nodelay false`): a
     /// small packet (a PUBACK, a SUBACK) waits until the broker's previous segment
@@ -429,9 +440,12 @@ impl Link {
     /// publishes sent at once, the last PUBACK came about 42 ms after the first in
     /// most bursts; and a subscriber whose session backlog arrived before its SUBACK
     /// (its acks wait for a consumer that waits for the SUBACK) started 44 ms late.
-    /// A read answered by a write needs nothing: the write carries the ACK.
-    fn ack_unanswered_read(&mut self) {
-        if std::mem::take(&mut self.unanswered_read) {
+    /// A read answered by a write needs nothing: the write carries the ACK. Nor does
+    /// one while nothing is owed: a QoS 0 subscriber acknowledging every read at
+    /// once cost 3× the client CPU per message.
+    fn ack_unanswered_read(&mut self, publishes_in_flight: bool) {
+        let answer_due = publishes_in_flight || self.awaiting_sub_acks > 0;
+        if std::mem::take(&mut self.unanswered_read) && answer_due {
             self.socket.ack_now();
         }
     }
@@ -598,6 +612,7 @@ mod tests {
             keepalive: None,
             awaiting_pingresp: false,
             unanswered_read: false,
+            awaiting_sub_acks: 0,
         });
         Rig {
             engine,
@@ -664,54 +679,74 @@ mod tests {
         assert!(packets.iter().all(|p| matches!(p, Packet::Publish(_))));
     }
 
-    #[tokio::test]
-    async fn a_read_without_a_reply_is_acknowledged_before_waiting() {
-        let mut rig = rig(10, 64 * 1024);
-        let message = |qos: WireQoS, pkid: u16| {
-            let mut publish = Publish::new("t", qos, b"m".to_vec());
-            publish.pkid = pkid;
-            Packet::Publish(publish)
-        };
-        // Poll until the engine waits for the socket again (cancel safe).
-        async fn until_idle(engine: &mut Engine) {
-            let idle = tokio::time::timeout(Duration::from_millis(50), engine.poll()).await;
-            assert!(idle.is_err(), "nothing more to hand out");
-        }
+    /// Poll until the engine waits for the socket again (the poll is cancel safe).
+    async fn until_idle(engine: &mut Engine) {
+        let idle = tokio::time::timeout(Duration::from_millis(50), engine.poll()).await;
+        assert!(idle.is_err(), "nothing more to hand out");
+    }
 
-        from_broker(&mut rig.broker, message(WireQoS::AtMostOnce, 0)).await;
+    /// The broker sends a QoS 0 message; the engine hands it out and goes idle.
+    async fn message_then_idle(rig: &mut Rig) {
+        let mut publish = Publish::new("t", WireQoS::AtMostOnce, b"m".to_vec());
+        publish.pkid = 0;
+        from_broker(&mut rig.broker, Packet::Publish(publish)).await;
         assert!(matches!(
             rig.engine.poll().await.unwrap(),
             Event::Incoming(Packet::Publish(_))
         ));
-        assert_eq!(rig.quick_acks.load(Ordering::SeqCst), 0);
         until_idle(&mut rig.engine).await;
-        assert_eq!(
-            rig.quick_acks.load(Ordering::SeqCst),
-            1,
-            "nothing was written in reply: the read is acknowledged at once"
-        );
+    }
 
-        from_broker(&mut rig.broker, message(WireQoS::AtLeastOnce, 1)).await;
-        assert!(matches!(
-            rig.engine.poll().await.unwrap(),
-            Event::Incoming(Packet::Publish(_))
-        ));
+    #[tokio::test]
+    async fn an_unanswered_read_is_acknowledged_at_once_while_the_broker_owes_an_answer() {
+        let mut rig = rig(10, 64 * 1024);
+        let quick_acks = |rig: &Rig| rig.quick_acks.load(Ordering::SeqCst);
+
+        message_then_idle(&mut rig).await;
+        assert_eq!(quick_acks(&rig), 0, "nothing owed: the kernel's timing");
+
         rig.requests
-            .push(Request::PubAck(rumqttc::PubAck::new(1)))
+            .push(publish(b"x", WireQoS::AtLeastOnce))
             .unwrap();
         assert_eq!(
             rig.engine.poll().await.unwrap(),
-            Event::Outgoing(Outgoing::PubAck(1))
+            Event::Outgoing(Outgoing::Publish(1))
+        );
+        read_packets(&mut rig.broker, 1).await;
+        message_then_idle(&mut rig).await;
+        assert_eq!(
+            quick_acks(&rig),
+            1,
+            "a PUBACK is owed: acknowledged at once"
+        );
+
+        let mut incoming = Publish::new("t", WireQoS::AtLeastOnce, b"m".to_vec());
+        incoming.pkid = 7;
+        from_broker(&mut rig.broker, Packet::Publish(incoming)).await;
+        rig.engine.poll().await.unwrap();
+        rig.requests
+            .push(Request::PubAck(rumqttc::PubAck::new(7)))
+            .unwrap();
+        assert_eq!(
+            rig.engine.poll().await.unwrap(),
+            Event::Outgoing(Outgoing::PubAck(7))
         );
         until_idle(&mut rig.engine).await;
-        assert!(matches!(
-            read_packets(&mut rig.broker, 1).await[..],
-            [Packet::PubAck(_)]
-        ));
+        assert_eq!(quick_acks(&rig), 1, "the PUBACK written carried the ack");
+
+        from_broker(&mut rig.broker, Packet::PubAck(rumqttc::PubAck::new(1))).await;
+        rig.engine.poll().await.unwrap();
+        let subscribe = rumqttc::Subscribe::new("t", WireQoS::AtLeastOnce);
+        rig.requests.push(Request::Subscribe(subscribe)).unwrap();
         assert_eq!(
-            rig.quick_acks.load(Ordering::SeqCst),
-            1,
-            "the PUBACK carried the acknowledgement"
+            rig.engine.poll().await.unwrap(),
+            Event::Outgoing(Outgoing::Subscribe(2))
+        );
+        message_then_idle(&mut rig).await;
+        assert_eq!(
+            quick_acks(&rig),
+            2,
+            "a SUBACK is owed: acknowledged at once"
         );
     }
 
