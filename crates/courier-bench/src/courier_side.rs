@@ -12,7 +12,9 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 
 use crate::measure::{Clock, Measure, Metric, m, percentiles};
 use crate::probe::{Progress, Recorder, now_ns, stamped};
-use crate::workload::{Ctx, HOST, KEEP_ALIVE, Throughput, WARMUP, payload, share};
+use crate::workload::{
+    BURST_GAP, BURST_WARMUP, Ctx, HOST, KEEP_ALIVE, Throughput, WARMUP, payload, share,
+};
 use crate::{BoxResult, raw_side};
 
 /// How long a receiver may wait for the rest once the senders are done.
@@ -277,6 +279,33 @@ pub(crate) async fn dispatch(ctx: &Ctx, n: u64, stream: bool) -> BoxResult<Vec<M
         return Err(format!("courier dispatch: {got} of {n} messages").into());
     }
     Ok(out)
+}
+
+/// (9) `size` publishes started at once from one task, then a pause; the time from
+/// the start to the last acknowledgement.
+pub(crate) async fn burst(ctx: &Ctx, bursts: u64, size: usize) -> BoxResult<Vec<Measure>> {
+    let client = builder(ctx, "burst").connect().await?;
+    let topic = ctx.topic("burst");
+    let body = payload(64);
+    let mut latencies = Vec::with_capacity(bursts as usize);
+    for i in 0..(bursts + BURST_WARMUP) {
+        let t = Instant::now();
+        let publishes = (0..size).map(|_| {
+            client
+                .publish(topic.as_str(), body.clone())
+                .qos(QoS::AtLeastOnce)
+                .into_future()
+        });
+        for acked in futures_util::future::join_all(publishes).await {
+            acked?;
+        }
+        if i >= BURST_WARMUP {
+            latencies.push(t.elapsed());
+        }
+        tokio::time::sleep(BURST_GAP).await;
+    }
+    client.stop().await;
+    Ok(percentiles(&mut latencies))
 }
 
 /// (7) open `conns` idle connections and keep them.

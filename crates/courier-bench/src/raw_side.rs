@@ -15,7 +15,9 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 use crate::BoxResult;
 use crate::measure::{Clock, Measure, Metric, m, percentiles};
 use crate::probe::{Progress, Recorder, now_ns, stamped};
-use crate::workload::{Ctx, HOST, KEEP_ALIVE, MAX_PACKET, Throughput, WARMUP, payload};
+use crate::workload::{
+    BURST_GAP, BURST_WARMUP, Ctx, HOST, KEEP_ALIVE, MAX_PACKET, Throughput, WARMUP, payload,
+};
 
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -335,6 +337,35 @@ pub(crate) async fn dispatch(ctx: &Ctx, n: u64) -> BoxResult<Vec<Measure>> {
         return Err(format!("raw dispatch: {got} of {n} messages").into());
     }
     Ok(out)
+}
+
+/// (9) `size` publishes queued at once (request channel `size`), then the event
+/// loop polled until their PUBACKs are in, then a pause.
+pub(crate) async fn burst(ctx: &Ctx, bursts: u64, size: usize) -> BoxResult<Vec<Measure>> {
+    let (client, mut eventloop) = connect(options(ctx, ctx.id("burst")), size, true).await?;
+    let topic = ctx.topic("burst");
+    let body = payload(64);
+    let mut latencies = Vec::with_capacity(bursts as usize);
+    for i in 0..(bursts + BURST_WARMUP) {
+        let t = Instant::now();
+        for _ in 0..size {
+            client
+                .publish_bytes(topic.as_str(), QoS::AtLeastOnce, false, body.clone())
+                .await?;
+        }
+        let mut acked = 0;
+        while acked < size {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
+                acked += 1;
+            }
+        }
+        if i >= BURST_WARMUP {
+            latencies.push(t.elapsed());
+        }
+        tokio::time::sleep(BURST_GAP).await;
+    }
+    disconnect(&client, &mut eventloop).await;
+    Ok(percentiles(&mut latencies))
 }
 
 /// (7) open `conns` idle connections with rumqttc's defaults (request channel 10),

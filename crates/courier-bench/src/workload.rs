@@ -99,7 +99,15 @@ pub(crate) enum Work {
     Dispatch { n: u64, stream: bool },
     /// (7) RSS per idle connection.
     Memory { conns: usize },
+    /// (9, no target in the issue) `size` QoS 1 publishes started at once, every
+    /// [`BURST_GAP`]: the time from the start to the last acknowledgement.
+    Burst { bursts: u64, size: usize },
 }
+
+/// Pause between two bursts of workload (9).
+pub(crate) const BURST_GAP: Duration = Duration::from_millis(5);
+/// Untimed bursts before the timed ones.
+pub(crate) const BURST_WARMUP: u64 = 10;
 
 /// What a ratio must satisfy.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +132,7 @@ impl Work {
             Work::E2e { .. } => "5",
             Work::Dispatch { .. } => "6",
             Work::Memory { .. } => "7",
+            Work::Burst { .. } => "9",
         }
     }
 
@@ -156,6 +165,9 @@ impl Work {
                 if stream { "Stream" } else { "handler" }
             ),
             Work::Memory { conns } => format!("RSS per idle connection, {conns} connections"),
+            Work::Burst { bursts, size } => format!(
+                "QoS 1 bursts of {size} publishes at once, time to the last ack, {bursts} bursts"
+            ),
         }
     }
 
@@ -172,6 +184,7 @@ impl Work {
             Work::E2e { .. } => "e2e",
             Work::Dispatch { .. } => "dispatch",
             Work::Memory { .. } => "memory",
+            Work::Burst { .. } => "burst",
         }
     }
 
@@ -221,6 +234,10 @@ impl Work {
             }
             (Work::Dispatch { n, .. }, Side::Raw) => raw_side::dispatch(&ctx, n).await,
             (Work::Memory { conns }, side) => memory::measure(&ctx, side, conns).await,
+            (Work::Burst { bursts, size }, Side::Courier) => {
+                courier_side::burst(&ctx, bursts, size).await
+            }
+            (Work::Burst { bursts, size }, Side::Raw) => raw_side::burst(&ctx, bursts, size).await,
         }
     }
 }
@@ -291,6 +308,10 @@ pub(crate) fn all(scale: f64, conns: usize) -> Vec<Work> {
             defaults: true,
             one_task: false,
         }),
+        Work::Burst {
+            bursts: ((100.0 * scale).round() as u64).max(20),
+            size: 16,
+        },
     ]
 }
 
