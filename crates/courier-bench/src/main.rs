@@ -20,6 +20,8 @@
 //! - `--workers N` (`COURIER_BENCH_WORKERS`): Tokio worker threads (default: one per
 //!   core).
 //! - `--side courier|raw`: one side only (for profiling).
+//! - `--broker-nodelay` (`COURIER_BENCH_BROKER_NODELAY=1`): Mosquitto with
+//!   `set_tcp_nodelay true` (Nagle's algorithm off; Mosquitto's default is on).
 //! - `--quick`: 1 round, counts x0.1, 200 connections.
 //!
 //! See `docs/benchmarks.md`.
@@ -55,11 +57,13 @@ struct Args {
     side: Option<Side>,
     /// Tokio worker threads (default: one per core).
     workers: Option<usize>,
+    /// Mosquitto with `set_tcp_nodelay true`.
+    broker_nodelay: bool,
 }
 
 const USAGE: &str = "usage: courier-bench [--quick] [--rounds N] [--scale F] [--conns N] \
                      [--only qos0,qos1,qos2,unordered,rtt,e2e,dispatch,memory,payload,defaults,burst] \
-                     [--side courier|raw] [--workers N]";
+                     [--side courier|raw] [--workers N] [--broker-nodelay]";
 
 fn parse_args(args: &[String]) -> BoxResult<Args> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -73,6 +77,7 @@ fn parse_args(args: &[String]) -> BoxResult<Args> {
         workers: env("COURIER_BENCH_WORKERS")
             .map(|v| v.parse())
             .transpose()?,
+        broker_nodelay: env("COURIER_BENCH_BROKER_NODELAY").is_some_and(|v| v == "1"),
     };
     let mut explicit_rounds = false;
     let mut explicit_scale = false;
@@ -99,6 +104,7 @@ fn parse_args(args: &[String]) -> BoxResult<Args> {
             }
             "--only" => parsed.only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--workers" => parsed.workers = Some(value()?.parse()?),
+            "--broker-nodelay" => parsed.broker_nodelay = true,
             "--side" => {
                 parsed.side = Some(match value()?.as_str() {
                     "courier" => Side::Courier,
@@ -144,21 +150,22 @@ fn main() -> BoxResult<()> {
 }
 
 async fn run(argv: &[String], args: Args) -> BoxResult<()> {
-    let broker = TestBroker::start_with(
-        BrokerOptions::new()
-            .kind(BrokerKind::Mosquitto)
-            .max_inflight_messages(1000)
-            .max_queued_messages(1_000_000)
-            .config_line("max_connections -1")
-            // The testkit logs everything (debug included, one line per packet);
-            // keep only what readiness detection needs.
-            .config_line("log_type none")
-            .config_line("log_type error")
-            .config_line("log_type warning")
-            .config_line("log_type notice")
-            .config_line("log_type information"),
-    )
-    .await?;
+    let mut options = BrokerOptions::new()
+        .kind(BrokerKind::Mosquitto)
+        .max_inflight_messages(1000)
+        .max_queued_messages(1_000_000)
+        .config_line("max_connections -1")
+        // The testkit logs everything (debug included, one line per packet);
+        // keep only what readiness detection needs.
+        .config_line("log_type none")
+        .config_line("log_type error")
+        .config_line("log_type warning")
+        .config_line("log_type notice")
+        .config_line("log_type information");
+    if args.broker_nodelay {
+        options = options.config_line("set_tcp_nodelay true");
+    }
+    let broker = TestBroker::start_with(options).await?;
     let ctx = Arc::new(Ctx::new(broker.port(), measure::find_broker_pid()));
     let works: Vec<Work> = workload::all(args.scale, args.conns)
         .into_iter()
