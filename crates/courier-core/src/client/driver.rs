@@ -212,7 +212,7 @@ impl Driver {
             Ok(Next::Poll) => {}
             Ok(Next::Yield) => {
                 self.consumers_woken = false;
-                tokio::task::yield_now().await;
+                self.yield_to_publisher().await;
             }
             Ok(Next::YieldAtBatchEnd) => self.consumers_woken = true,
             Ok(Next::Stop) => return ControlFlow::Break(None),
@@ -223,6 +223,20 @@ impl Driver {
             tokio::task::yield_now().await;
         }
         ControlFlow::Continue(())
+    }
+
+    /// Let the publisher just settled run, and resume as soon as it has queued its
+    /// next request (or, if it queues none, once the runtime comes back to the
+    /// yield).
+    async fn yield_to_publisher(&mut self) {
+        let requests = &self.shared.requests;
+        std::future::poll_fn(|cx| {
+            requests.wake_on_next(cx.waker());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        tokio::task::yield_now().await;
+        requests.stop_waiting();
     }
 
     fn on_connection_lost(&mut self, reason: String) {
@@ -357,7 +371,11 @@ enum Next {
     /// It usually publishes again at once, and that request joins this round of
     /// writes instead of waiting for the next. Without this, N publishing tasks fall
     /// into lock-step with the broker (measured: 0.7-0.8 of raw rumqttc's msg/s at 16
-    /// and 128 tasks, 1.0-1.3 with it; `docs/benchmarks.md`).
+    /// and 128 tasks, 1.0-1.3 with it). Its request wakes the driver directly
+    /// ([`RequestQueue::wake_on_next`](super::requests::RequestQueue::wake_on_next)):
+    /// a plain yield resumed only after the worker thread had gone searching for
+    /// work and woken the other one (16 tasks: 132k-141k msg/s against 168k-173k;
+    /// `docs/benchmarks.md`, change 10).
     Yield,
     /// A subscriber was handed a QoS 1/2 message: let it run once the events of
     /// this read are handed out, before the engine writes, so that the acks of the

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use rumqttc::Request;
@@ -66,6 +66,16 @@ impl RequestQueue {
         if self.waiting.swap(false, Ordering::SeqCst) {
             self.engine.wake();
         }
+    }
+
+    /// Have the next request wake the engine although it is not waiting for one: the
+    /// driver is about to yield to a publisher it just settled, and that publisher's
+    /// next request should resume it at once (on the same worker thread, right after
+    /// the publisher) rather than when the runtime gets round to the yield. Undone
+    /// by [`stop_waiting`](Self::stop_waiting) or by the wake-up.
+    pub(crate) fn wake_on_next(&self, waker: &Waker) {
+        self.engine.register(waker);
+        self.waiting.store(true, Ordering::SeqCst);
     }
 
     /// The engine stopped waiting for requests (another event came first).
@@ -144,6 +154,16 @@ mod tests {
                 .poll_ready(&mut Context::from_waker(&waker))
                 .is_ready()
         );
+    }
+
+    #[test]
+    fn an_engine_that_yields_is_woken_by_the_next_request_only() {
+        let queue = RequestQueue::default();
+        let woken = Arc::new(Counting::default());
+        queue.wake_on_next(&Waker::from(woken.clone()));
+        queue.send(ack()).unwrap();
+        queue.send(ack()).unwrap();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "one wake-up, then busy");
     }
 
     #[test]
