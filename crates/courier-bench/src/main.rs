@@ -3,7 +3,7 @@
 //! medians, min-max and the ratio courier / raw.
 //!
 //! ```text
-//! cargo run --release -p courier-bench                 # everything (about 4 minutes)
+//! cargo run --release -p courier-bench                 # everything (about 4.5 minutes)
 //! cargo run --release -p courier-bench -- --quick      # smoke run (1 round, small counts)
 //! cargo run --release -p courier-bench -- --only qos1,rtt --rounds 7 --scale 2
 //! ```
