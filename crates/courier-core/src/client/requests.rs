@@ -5,7 +5,8 @@
 //! releasing it, so no wake-up (which may cost a system call) happens under a lock
 //! other tasks wait on. The engine takes everything queued in one go.
 //!
-//! Only an engine waiting for requests is woken. A wake-up that reaches the engine
+//! Only an engine waiting for requests (or yielding to a publisher, see
+//! [`RequestQueue::wake_on_next`]) is woken. A wake-up that reaches the engine
 //! while it runs makes the runtime re-queue it and rouse another worker thread, and
 //! a busy engine takes what is queued before it waits again anyway. Waking it only
 //! when it waits took the defaults row of the benchmark (128 tasks publishing QoS 1)
@@ -95,10 +96,9 @@ impl RequestQueue {
 
     /// Ready once a request is queued; registers the engine for a wake-up otherwise.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.engine.register(cx.waker());
         // Set before looking: a request pushed after the look sees the flag (the
         // queue's lock orders the two) and wakes the engine.
-        self.waiting.store(true, Ordering::SeqCst);
+        self.wake_on_next(cx.waker());
         if self.lock().requests.is_empty() {
             Poll::Pending
         } else {
