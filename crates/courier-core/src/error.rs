@@ -247,9 +247,22 @@ pub enum PublishError {
     /// The connection was lost and the client does not reconnect.
     #[error("connection lost before the broker acknowledged the message")]
     ConnectionLost,
-    /// The client is stopped or stopping; nothing more is sent.
+    /// The client is stopped or stopping; the message was not sent.
     #[error("client stopped")]
     Closed,
+    /// The client stopped before the broker acknowledged the message (the graceful
+    /// shutdown period ended, or the client was not connected); it may have been
+    /// delivered.
+    #[error(
+        "client stopped before the broker acknowledged the message (it may have been delivered)"
+    )]
+    StoppedInFlight,
+    /// [`Client::abort`](crate::Client::abort) cut the connection before the broker
+    /// acknowledged the message; it may have been delivered.
+    #[error(
+        "client aborted before the broker acknowledged the message (it may have been delivered)"
+    )]
+    Aborted,
     /// A middleware refused or failed the publish.
     #[error("publish middleware failed")]
     Middleware(#[source] BoxError),
@@ -273,7 +286,8 @@ impl PublishError {
             PublishError::Timeout(_)
                 | PublishError::SessionLost
                 | PublishError::ConnectionLost
-                | PublishError::Closed
+                | PublishError::StoppedInFlight
+                | PublishError::Aborted
         )
     }
 }

@@ -65,6 +65,6 @@ pub use client::TlsConfig;
 #[cfg(feature = "client")]
 pub use client::{
     Backoff, Client, ClientBuilder, ClientInfo, ConnectionState, CredentialProvider, Credentials,
-    Event, EventStream, Handler, PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription,
-    SubscriptionHandle,
+    Event, EventStream, FilterGrant, Handler, PublishBuilder, SessionLossPolicy, SubscribeBuilder,
+    Subscription, SubscriptionHandle,
 };

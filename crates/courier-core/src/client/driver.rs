@@ -21,9 +21,10 @@ use tokio::time::timeout;
 use super::engine::{Engine, LinkError};
 use super::events::{ConnectionState, Event};
 use super::inbound::{Admission, Registered};
+use super::lifecycle::deadline_after;
 use super::outbound::Settled;
 use super::publish::wire_qos;
-use super::router::{Delivery, Offer, Sink};
+use super::router::{Delivery, Offer, Sink, Unmatched};
 use super::{Client, Shared};
 use crate::error::{ConnectError, PublishError, RefusedReason};
 use crate::message::{Message, MessageParts};
@@ -58,7 +59,7 @@ impl Driver {
         let fail_fast = self.first.is_some();
         let mut failures: u32 = 0;
         let mut ever_connected = false;
-        let graceful = loop {
+        let ending = loop {
             let attempt = failures + 1;
             if ever_connected {
                 self.shared
@@ -69,12 +70,15 @@ impl Driver {
             let shutdown = self.shared.shutdown.clone();
             let result = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break true,
+                _ = shutdown.cancelled() => break Ending::Graceful,
                 r = self.connect_once() => r,
             };
             match result {
                 Ok(session_present) => {
                     failures = 0;
+                    if !ever_connected {
+                        self.hold_unmatched();
+                    }
                     ever_connected = true;
                     self.on_connected(session_present);
                     if let Some(first) = self.first.take() {
@@ -88,12 +92,24 @@ impl Driver {
                         if let Some(first) = self.first.take() {
                             let _ = first.send(Err(error));
                         }
-                        break false;
+                        break Ending::Lost;
                     }
+                    let refused = error.refused_reason();
                     self.shared.emit(Event::ConnectFailed {
                         attempt,
                         error: Arc::new(error),
                     });
+                    if let Some(reason) =
+                        refused.filter(|_| !self.shared.opts.builder.retry_refused)
+                    {
+                        tracing::warn!(%reason, "courier: the broker refused the connection; not retrying (retry_refused is off)");
+                        *self
+                            .shared
+                            .refused
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                        break Ending::Lost;
+                    }
                     let b = &self.shared.opts.builder;
                     let backoff = if ever_connected {
                         &b.reconnect_backoff
@@ -112,20 +128,51 @@ impl Driver {
                     });
                     tokio::select! {
                         biased;
-                        _ = shutdown.cancelled() => break true,
+                        _ = shutdown.cancelled() => break Ending::Graceful,
                         _ = tokio::time::sleep(delay) => continue,
                     }
                 }
             }
             let Some(reason) = self.serve().await else {
-                break true; // our DISCONNECT went out
+                // Our DISCONNECT went out.
+                self.shared
+                    .state
+                    .send_replace(ConnectionState::Disconnected);
+                self.shared.emit(Event::Disconnected {
+                    reason: "client stopped".to_owned(),
+                });
+                break Ending::Graceful;
             };
             self.on_connection_lost(reason);
             if !self.shared.opts.builder.auto_reconnect || self.shared.shutdown.is_cancelled() {
-                break self.shared.shutdown.is_cancelled();
+                break if self.shared.shutdown.is_cancelled() {
+                    Ending::Graceful
+                } else {
+                    Ending::Lost
+                };
             }
         };
-        finish(&self.shared, graceful);
+        finish(&self.shared, ending);
+    }
+
+    /// Open the hold period for messages no subscription matches yet (see
+    /// [`router`](super::router)), and release what is still held when it ends.
+    fn hold_unmatched(&self) {
+        let until = deadline_after(self.shared.opts.builder.unrouted_hold);
+        self.shared.router_write().hold_until(until);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(until) => {}
+            }
+            let unclaimed = shared
+                .router_write()
+                .release_held(tokio::time::Instant::now());
+            for delivery in unclaimed {
+                report_unclaimed(&shared, delivery);
+            }
+        });
     }
 
     async fn connect_once(&mut self) -> Result<bool, ConnectError> {
@@ -150,6 +197,9 @@ impl Driver {
     fn on_connected(&mut self, session_present: bool) {
         let shared = &self.shared;
         tracing::info!(session_present, client_id = %shared.opts.builder.client_id, "courier: connected");
+        shared
+            .session_present
+            .store(1 + u8::from(session_present), Ordering::Release);
         if !session_present {
             shared.inbound.on_session_lost();
         }
@@ -248,6 +298,7 @@ impl Driver {
             self.handle(event);
         }
         self.shared.inbound.on_connection_lost();
+        drop(self.shared.router_write().drop_held_qos1());
         let collision = self.engine.state.collision.take();
         self.shared
             .outbound()
@@ -340,6 +391,9 @@ impl Driver {
         shared
             .router_read()
             .matching(message.topic(), &mut self.targets);
+        if self.targets.is_empty() {
+            return self.on_unmatched(message, pkid, wire);
+        }
         let registered = (qos != QoS::AtMostOnce)
             .then(|| shared.inbound.register(pkid, wire, self.targets.len()));
         let mut next = Next::Poll;
@@ -362,6 +416,51 @@ impl Driver {
         }
         next
     }
+}
+
+impl Driver {
+    /// A message no subscription matched: held for one to come, given to the
+    /// fallback handler, or reported and acknowledged.
+    fn on_unmatched(&mut self, message: Message, pkid: u16, wire: WireQoS) -> Next {
+        let shared = &self.shared;
+        let registered =
+            (message.qos() != QoS::AtMostOnce).then(|| shared.inbound.register(pkid, wire, 1));
+        let delivery = Delivery {
+            message,
+            ack: registered.as_ref().map(Registered::token),
+        };
+        let placed = shared.router_write().place_unmatched(
+            delivery,
+            tokio::time::Instant::now(),
+            shared.opts.builder.subscription_buffer,
+        );
+        match placed {
+            Unmatched::Routed(Offer::Queued) | Unmatched::Fallback(Offer::Queued)
+                if registered.is_some() =>
+            {
+                Next::YieldAtBatchEnd
+            }
+            Unmatched::Unclaimed(delivery) => {
+                report_unclaimed(shared, delivery);
+                Next::Poll
+            }
+            _ => Next::Poll,
+        }
+    }
+}
+
+/// Acknowledge a message nobody takes, and say so.
+fn report_unclaimed(shared: &Shared, delivery: Delivery) {
+    let topic = delivery.message.topic().to_owned();
+    let qos = delivery.message.qos();
+    tracing::warn!(
+        %topic,
+        %qos,
+        client_id = %shared.opts.builder.client_id,
+        "courier: no subscription for a message; acknowledged and dropped (set an unrouted_handler to receive such messages)"
+    );
+    drop(delivery);
+    shared.emit(Event::Unrouted { topic, qos });
 }
 
 /// What the driver does after handling an event.
@@ -415,21 +514,37 @@ fn classify(error: LinkError) -> ConnectError {
     }
 }
 
+/// How the client ended, which decides what its unfinished publishes fail with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Stopped: [`PublishError::StoppedInFlight`].
+    Graceful,
+    /// The connection was lost for good: [`PublishError::ConnectionLost`].
+    Lost,
+    /// [`Client::abort`]: [`PublishError::Aborted`].
+    Aborted,
+}
+
 /// Wind down: fail whatever is still waiting, end every subscription, mark stopped.
-pub(crate) fn finish(shared: &Shared, graceful: bool) {
+pub(crate) fn finish(shared: &Shared, ending: Ending) {
+    let ending = if shared.aborted.load(Ordering::Acquire) {
+        Ending::Aborted
+    } else {
+        ending
+    };
     shared.closing.store(true, Ordering::Release);
     shared.shutdown.cancel();
     shared.requests.close();
     shared.window.close();
     shared.qos0_window.close();
-    shared.outbound().fail_all(|| {
-        if graceful {
-            PublishError::Closed
-        } else {
-            PublishError::ConnectionLost
-        }
+    shared.outbound().fail_all(|| match ending {
+        Ending::Graceful => PublishError::StoppedInFlight,
+        Ending::Lost => PublishError::ConnectionLost,
+        Ending::Aborted => PublishError::Aborted,
     });
     shared.inbound.on_session_lost();
+    let _ = shared.consumers.close();
+    shared.consumers.cancel_running();
     shared.router_write().clear();
     if shared.state.send_replace(ConnectionState::Stopped) != ConnectionState::Stopped {
         tracing::info!(client_id = %shared.opts.builder.client_id, "courier: stopped");

@@ -131,6 +131,8 @@ pub(crate) struct Engine {
     max_packet_size: usize,
     keep_alive: Duration,
     write_timeout: Duration,
+    /// The DISCONNECT was taken: nothing may follow it [MQTT-3.14.4-1].
+    disconnecting: bool,
 }
 
 impl Engine {
@@ -158,6 +160,7 @@ impl Engine {
             max_packet_size: b.max_packet_size,
             keep_alive: b.keep_alive,
             write_timeout: b.write_timeout,
+            disconnecting: false,
         }
     }
 
@@ -255,8 +258,12 @@ impl Engine {
             .retain(|request| !matches!(request, Request::PubAck(_) | Request::PubRec(_)));
     }
 
-    /// A request can be taken now: replays always, new ones while ids are free.
+    /// A request can be taken now: replays always, new ones while ids are free;
+    /// none after the DISCONNECT.
     fn can_take(&self) -> bool {
+        if self.disconnecting {
+            return false;
+        }
         !self.pending.is_empty()
             || (self.state.inflight() < self.inflight_limit && self.state.collision.is_none())
     }
@@ -337,6 +344,7 @@ impl Engine {
                     }
                 }
             };
+            self.disconnecting = matches!(request, Request::Disconnect(_));
             let link = self.link.as_mut().ok_or(LinkError::NotConnected)?;
             link.send(&mut self.state, request, self.max_packet_size)?;
         }
@@ -908,6 +916,36 @@ mod tests {
         assert_eq!(
             Vec::from(rig.engine.pending.clone()),
             vec![publish(b"x", WireQoS::AtLeastOnce)]
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_after_the_disconnect() {
+        let mut rig = rig(10, 1024);
+        for request in [
+            Request::Disconnect(rumqttc::Disconnect),
+            publish(b"late", WireQoS::AtMostOnce),
+            Request::PubAck(rumqttc::PubAck::new(4)),
+        ] {
+            rig.requests.push(request).unwrap();
+        }
+        assert_eq!(
+            rig.engine.poll().await.unwrap(),
+            Event::Outgoing(Outgoing::Disconnect)
+        );
+        until_idle(&mut rig.engine).await;
+        drop(rig.engine);
+        let mut rest = Vec::new();
+        rig.broker.read_to_end(&mut rest).await.unwrap();
+        let mut bytes = BytesMut::from(&rest[..]);
+        assert_eq!(
+            Packet::read(&mut bytes, usize::MAX).unwrap(),
+            Packet::Disconnect
+        );
+        assert!(
+            bytes.is_empty(),
+            "{} bytes after the DISCONNECT",
+            bytes.len()
         );
     }
 }

@@ -83,6 +83,16 @@ pub enum Event {
         /// What the handler reported.
         error: String,
     },
+    /// A message matched no subscription, neither when it arrived nor within the
+    /// hold period after the first connect (`ClientBuilder::unrouted_hold`), and no
+    /// fallback handler is set (`ClientBuilder::unrouted_handler`): it was
+    /// acknowledged and dropped.
+    Unrouted {
+        /// The message's topic.
+        topic: String,
+        /// Its QoS.
+        qos: crate::QoS,
+    },
     /// The client stopped.
     Stopped,
 }
@@ -111,6 +121,12 @@ impl fmt::Display for Event {
             }
             Event::HandlerFailed { topic, error } => {
                 write!(f, "handler for {topic:?} failed: {error}")
+            }
+            Event::Unrouted { topic, qos } => {
+                write!(
+                    f,
+                    "no subscription for a QoS {qos} message on {topic:?}: dropped"
+                )
             }
             Event::Stopped => f.write_str("stopped"),
         }

@@ -7,6 +7,11 @@
 //! in-flight window holds back further messages while consumers are slow, and a
 //! crash before that point gets the message redelivered.
 //!
+//! While [`Client::stop`](super::Client::stop) winds down, a message dropped
+//! without being consumed (left in a queue, or its handler cancelled) is abandoned:
+//! not acknowledged, so the broker delivers it again in the next session, and no
+//! longer holding back the acknowledgements of the messages after it.
+//!
 //! A PUBREC answers a PUBLISH received on the current connection. When the
 //! connection that brought a QoS 2 message is gone by the time its consumers are
 //! done, no PUBREC is sent: the broker re-sends the PUBLISH after reconnecting
@@ -19,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rumqttc::{PubAck, PubRec, QoS as WireQoS, Request};
 
+use super::consumers::Consumers;
 use super::requests::RequestQueue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,8 @@ struct Entry {
     pkid: u16,
     qos: WireQoS,
     remaining: usize,
+    /// A consumer dropped it unconsumed while stopping: it is not acknowledged.
+    abandoned: bool,
 }
 
 /// What to do with an incoming publish.
@@ -66,6 +74,7 @@ struct State {
 pub(crate) struct Inbound {
     state: Mutex<State>,
     requests: Arc<RequestQueue>,
+    consumers: Arc<Consumers>,
 }
 
 /// A message registered by [`Inbound::register`].
@@ -83,29 +92,43 @@ impl Registered {
             inbound: self.inbound.clone(),
             epoch: self.epoch,
             seq: self.seq,
+            consumed: false,
         }
     }
 }
 
-/// Completes one subscriber's share of a message when dropped.
+/// One subscriber's share of a message. [`consume`](Self::consume) it once the
+/// subscriber is done with the message. Dropped unconsumed it also completes the
+/// share (the subscriber is gone and wants no more), except while the client
+/// stops: then the message is abandoned, to be delivered again.
 #[derive(Debug)]
 pub(crate) struct AckToken {
     inbound: Arc<Inbound>,
     epoch: u64,
     seq: u64,
+    consumed: bool,
+}
+
+impl AckToken {
+    /// The subscriber is done with the message.
+    pub(crate) fn consume(mut self) {
+        self.consumed = true;
+    }
 }
 
 impl Drop for AckToken {
     fn drop(&mut self) {
-        self.inbound.complete(self.epoch, self.seq);
+        let abandoned = !self.consumed && self.inbound.consumers.is_closed();
+        self.inbound.complete(self.epoch, self.seq, abandoned);
     }
 }
 
 impl Inbound {
-    pub(crate) fn new(requests: Arc<RequestQueue>) -> Arc<Self> {
+    pub(crate) fn new(requests: Arc<RequestQueue>, consumers: Arc<Consumers>) -> Arc<Self> {
         Arc::new(Inbound {
             state: Mutex::new(State::default()),
             requests,
+            consumers,
         })
     }
 
@@ -155,6 +178,7 @@ impl Inbound {
                 pkid,
                 qos,
                 remaining: consumers,
+                abandoned: false,
             });
             let queued = consumers == 0 && self.release_done(&mut state);
             (state.epoch, seq, queued)
@@ -169,7 +193,7 @@ impl Inbound {
         }
     }
 
-    fn complete(&self, epoch: u64, seq: u64) {
+    fn complete(&self, epoch: u64, seq: u64, abandoned: bool) {
         let queued = {
             let mut state = self.lock();
             if state.epoch != epoch {
@@ -182,6 +206,7 @@ impl Inbound {
                 .and_then(|at| state.queue.get_mut(at));
             if let Some(entry) = entry {
                 entry.remaining = entry.remaining.saturating_sub(1);
+                entry.abandoned |= abandoned;
             }
             self.release_done(&mut state)
         };
@@ -199,6 +224,9 @@ impl Inbound {
             let Some(entry) = state.queue.pop_front() else {
                 break;
             };
+            if entry.abandoned {
+                continue; // delivered again in the next session
+            }
             if entry.qos == WireQoS::ExactlyOnce {
                 let Some(step) = state.qos2.get_mut(&entry.pkid) else {
                     continue; // the broker already released it
@@ -270,8 +298,12 @@ mod tests {
     use super::*;
 
     fn inbound() -> (Arc<Inbound>, Arc<RequestQueue>) {
+        inbound_gated(Arc::default())
+    }
+
+    fn inbound_gated(consumers: Arc<Consumers>) -> (Arc<Inbound>, Arc<RequestQueue>) {
         let requests = Arc::new(RequestQueue::default());
-        (Inbound::new(requests.clone()), requests)
+        (Inbound::new(requests.clone(), consumers), requests)
     }
 
     /// A new QoS 2 message `pkid` going to `consumers` consumers, admitted and
@@ -372,5 +404,24 @@ mod tests {
         assert_eq!(sent(&mut el), vec![1, 2]);
         let _ = arrive(&inbound, 3, 0);
         assert_eq!(sent(&mut el), vec![3]);
+    }
+
+    #[test]
+    fn while_stopping_an_unconsumed_message_is_abandoned_not_acked() {
+        let consumers = Arc::new(Consumers::default());
+        let (inbound, mut el) = inbound_gated(consumers.clone());
+        let handled = arrive(&inbound, 1, 1).token();
+        let queued = arrive(&inbound, 2, 1).token();
+        let later = arrive(&inbound, 3, 1).token();
+        assert!(consumers.close());
+        drop(queued);
+        assert!(sent(&mut el).is_empty(), "1 is still being handled");
+        handled.consume();
+        later.consume();
+        assert_eq!(
+            sent(&mut el),
+            vec![1, 3],
+            "2 is left for the next session and holds back nothing"
+        );
     }
 }

@@ -1,25 +1,28 @@
 //! Starting and stopping: builds the request queue and connection engine from the
 //! options, spawns the driver task, and stops it gracefully.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, broadcast, oneshot, watch};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::driver::Driver;
+use super::consumers::Consumers;
+use super::driver::{Driver, Ending, finish};
 use super::engine::Engine;
 use super::events::ConnectionState;
 use super::inbound::Inbound;
-use super::middleware::{BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply};
+use super::middleware::{
+    BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply,
+};
 use super::options::ValidOptions;
 use super::outbound::Outbound;
 use super::publish::ClientPublisher;
 use super::requests::RequestQueue;
-use super::router::Router;
-use super::subscription::{ClientSubscriber, ClientUnsubscriber};
+use super::router::{Router, queue};
+use super::subscription::{ClientSubscriber, ClientUnsubscriber, run_handler};
 use super::{Chains, Client, Shared};
 use crate::error::{ConfigError, ConnectError};
 
@@ -53,6 +56,7 @@ fn spawn(
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
     let (state, _) = watch::channel(ConnectionState::Connecting);
     let (events, _) = broadcast::channel(16);
+    let consumers = Arc::new(Consumers::default());
     let shared = Arc::new(Shared {
         outbound: Mutex::new(Outbound::new(
             pkid_range,
@@ -61,22 +65,31 @@ fn spawn(
         )),
         window,
         qos0_window,
-        inbound: Inbound::new(requests.clone()),
+        inbound: Inbound::new(requests.clone(), consumers.clone()),
+        consumers,
         requests,
         router: RwLock::new(Router::default()),
         state,
         events,
         closing: AtomicBool::new(false),
+        aborted: AtomicBool::new(false),
+        session_present: AtomicU8::new(0),
+        refused: Mutex::new(None),
         shutdown: CancellationToken::new(),
         force_reconnect: tokio::sync::Notify::new(),
         chains: std::sync::OnceLock::new(),
         driver: tokio::sync::Mutex::new(None),
+        driver_abort: std::sync::OnceLock::new(),
         opts,
     });
     let _ = shared.chains.set(build_chains(&shared));
+    if let Some(handler) = shared.opts.builder.unrouted_handler.clone() {
+        spawn_fallback(&shared, handler);
+    }
     let (first_tx, first_rx) = oneshot::channel();
     let driver = Driver::new(shared.clone(), engine, fail_fast.then_some(first_tx));
     let handle = tokio::spawn(driver.run());
+    let _ = shared.driver_abort.set(handle.abort_handle());
     if let Some(timeout) = shared.opts.builder.ack_timeout {
         tokio::spawn(super::watchdog::run(shared.clone(), timeout));
     }
@@ -84,6 +97,20 @@ fn spawn(
         *slot = Some(handle);
     }
     (Client::owned(shared), first_rx)
+}
+
+/// Run the fallback handler (`unrouted_handler`) on its own task, wrapped in the
+/// handler layers like any subscription's handler.
+fn spawn_fallback(shared: &Arc<Shared>, handler: BoxHandler) {
+    let b = &shared.opts.builder;
+    let (sink, source) = queue(
+        b.subscription_buffer,
+        "unrouted messages",
+        shared.consumers.clone(),
+    );
+    shared.router_write().set_fallback(sink);
+    let handler = apply(&b.layers.handler, handler);
+    tokio::spawn(run_handler(shared.clone(), handler, source));
 }
 
 /// Wrap each operation's last hop in the layers set on the builder.
@@ -127,9 +154,8 @@ impl Stopper for ClientStopper {
 }
 
 pub(crate) async fn stop(shared: &Arc<Shared>) {
-    let first = !shared.closing.swap(true, Ordering::AcqRel);
-    if first {
-        wait_idle(shared, shared.opts.builder.graceful_shutdown).await;
+    if shared.consumers.close() {
+        drain(shared).await;
     }
     shared.begin_shutdown();
     let handle = shared.driver.lock().await.take();
@@ -142,30 +168,102 @@ pub(crate) async fn stop(shared: &Arc<Shared>) {
                 tracing::warn!("courier: driver did not stop in time; aborting it");
                 handle.abort();
                 let _ = handle.await;
-                super::driver::finish(shared, false);
             }
+            // A no-op when the driver wound down itself; needed when it was cut.
+            finish(shared, Ending::Lost);
         }
-        None => {
-            let mut rx = shared.state.subscribe();
-            let _ = rx.wait_for(|s| *s == ConnectionState::Stopped).await;
+        None => wait_stopped(shared).await,
+    }
+}
+
+/// The graceful part of a stop, within the graceful shutdown period: end delivery,
+/// let the handlers at work finish, then refuse new work and wait for the
+/// publishes in flight; acknowledge nothing more after that.
+async fn drain(shared: &Shared) {
+    let deadline = deadline_after(shared.opts.builder.graceful_shutdown);
+    shared.router_write().close();
+    let consumers = &shared.consumers;
+    let handled = wait_while_connected(shared, deadline, consumers.idle_signal(), || {
+        consumers.is_idle()
+    })
+    .await;
+    shared.closing.store(true, Ordering::Release);
+    let idle = shared.outbound().idle_signal();
+    let acknowledged =
+        wait_while_connected(shared, deadline, &idle, || shared.outbound().is_idle()).await;
+    if !(handled && acknowledged) {
+        tracing::warn!(
+            handled,
+            acknowledged,
+            "courier: stopping with handlers running or messages in flight \
+             (graceful shutdown period over, or not connected)"
+        );
+    }
+    // From here on no acknowledgement is sent: a handler still running is cancelled
+    // and its message comes back in the next session.
+    shared.inbound.on_session_lost();
+    consumers.cancel_running();
+}
+
+/// Wait until `done`, while connected and before `deadline`; true when `done`.
+async fn wait_while_connected(
+    shared: &Shared,
+    deadline: Instant,
+    signal: &Notify,
+    done: impl Fn() -> bool,
+) -> bool {
+    let mut state = shared.state.subscribe();
+    loop {
+        let notified = signal.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return true;
+        }
+        if !state.borrow_and_update().is_connected() {
+            return false;
+        }
+        tokio::select! {
+            () = notified => {}
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return false,
         }
     }
 }
 
-/// Wait until nothing is in flight, or `period` passed.
-async fn wait_idle(shared: &Shared, period: Duration) {
-    let deadline = Instant::now() + period;
-    let idle = shared.outbound().idle_signal();
-    loop {
-        let notified = idle.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if shared.outbound().is_idle() {
-            return;
-        }
-        if timeout_at(deadline, notified).await.is_err() {
-            tracing::warn!("courier: graceful shutdown period over with messages still in flight");
-            return;
-        }
+/// `period` from now, or a far-off instant when that does not fit.
+pub(crate) fn deadline_after(period: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(period).unwrap_or_else(|| now + FAR)
+}
+
+pub(crate) async fn abort(shared: &Arc<Shared>) {
+    shared.aborted.store(true, Ordering::Release);
+    shared.closing.store(true, Ordering::Release);
+    // Nothing more is acknowledged, not even what handlers finish now.
+    shared.inbound.on_session_lost();
+    shared.end_delivery();
+    shared.consumers.cancel_running();
+    if let Some(driver) = shared.driver_abort.get() {
+        driver.abort();
     }
+    shared.shutdown.cancel();
+    let handle = shared.driver.lock().await.take();
+    match handle {
+        Some(handle) => {
+            let _ = handle.await;
+            finish(shared, Ending::Aborted);
+        }
+        None => wait_stopped(shared).await,
+    }
+}
+
+async fn wait_stopped(shared: &Shared) {
+    let mut rx = shared.state.subscribe();
+    let _ = rx.wait_for(|s| *s == ConnectionState::Stopped).await;
 }

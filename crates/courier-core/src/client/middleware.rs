@@ -52,6 +52,7 @@ use super::Client;
 use super::credentials::BoxFuture;
 pub use super::handler::Handler;
 use super::router::Sink;
+use super::subscription::FilterGrant;
 use crate::error::{BoxError, PublishError, SubscribeError, UnsubscribeError};
 use crate::message::Message;
 use crate::qos::QoS;
@@ -113,6 +114,8 @@ impl fmt::Debug for SubscribeRequest {
 pub struct Subscribed {
     /// The filters the broker granted.
     pub filters: Vec<String>,
+    /// The broker's answer for each filter asked for, refusals included.
+    pub grants: Vec<FilterGrant>,
     pub(crate) routes: Vec<u64>,
 }
 

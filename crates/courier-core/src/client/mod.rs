@@ -5,9 +5,10 @@
 //! background task that `driver` runs; `engine` owns the socket; `requests` queues
 //! what handles send to it; `outbound` and `inbound` map courier's requests to
 //! packet ids and acknowledgements; `router` routes incoming messages to
-//! `subscription`s.
+//! `subscription`s; `consumers` lets a stop end their delivery first.
 
 mod backoff;
+mod consumers;
 mod credentials;
 mod driver;
 mod engine;
@@ -27,7 +28,7 @@ mod subscription;
 mod tls;
 mod watchdog;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use tokio::sync::{Semaphore, broadcast, watch};
@@ -40,12 +41,12 @@ pub use handler::{Handler, HandlerResult};
 pub use info::ClientInfo;
 pub use options::{ClientBuilder, MQTT_MAX_PACKET_SIZE, SessionLossPolicy};
 pub use publish::PublishBuilder;
-pub use subscription::{SubscribeBuilder, Subscription, SubscriptionHandle};
+pub use subscription::{FilterGrant, SubscribeBuilder, Subscription, SubscriptionHandle};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 
 use crate::codec::Codec;
-use crate::error::UnsubscribeError;
+use crate::error::{RefusedReason, UnsubscribeError};
 use middleware::Stopper;
 use options::ValidOptions;
 use outbound::Outbound;
@@ -96,10 +97,17 @@ pub(crate) struct Shared {
     pub(crate) window: Arc<Semaphore>,
     pub(crate) qos0_window: Arc<Semaphore>,
     pub(crate) inbound: Arc<inbound::Inbound>,
+    pub(crate) consumers: Arc<consumers::Consumers>,
     pub(crate) router: RwLock<Router>,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) closing: AtomicBool,
+    /// [`Client::abort`] was called: the connection is cut, not closed.
+    pub(crate) aborted: AtomicBool,
+    /// The last CONNACK's session-present flag: 0 before the first, 1 false, 2 true.
+    pub(crate) session_present: AtomicU8,
+    /// The refusal that stopped the client (`retry_refused(false)`).
+    pub(crate) refused: Mutex<Option<RefusedReason>>,
     pub(crate) shutdown: CancellationToken,
     /// Set by the ack watchdog to make the driver drop the connection.
     pub(crate) force_reconnect: tokio::sync::Notify,
@@ -107,6 +115,8 @@ pub(crate) struct Shared {
     /// weak reference to it).
     pub(crate) chains: std::sync::OnceLock<Chains>,
     pub(crate) driver: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancels the driver task whoever holds its join handle (for `abort`).
+    pub(crate) driver_abort: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -162,6 +172,13 @@ impl Shared {
         self.closing.load(Ordering::Acquire)
     }
 
+    /// End delivery: handlers take no further message, streams end, nothing is
+    /// routed any more, and what is not consumed is not acknowledged.
+    pub(crate) fn end_delivery(&self) {
+        let _ = self.consumers.close();
+        self.router_write().close();
+    }
+
     /// Refuse new work and make the driver stop: with a DISCONNECT when connected
     /// (it must not be interrupted mid-poll), by cancellation otherwise.
     pub(crate) fn begin_shutdown(&self) {
@@ -214,23 +231,39 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ConnectError::Closed`](crate::ConnectError::Closed) when the client stops first.
+    /// When the client stops first: [`ConnectError::Refused`](crate::ConnectError::Refused)
+    /// with the broker's reason when a refusal stopped it
+    /// ([`ClientBuilder::retry_refused`]), [`ConnectError::Closed`](crate::ConnectError::Closed)
+    /// otherwise.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn wait_connected(&self) -> Result<(), crate::ConnectError> {
         let mut rx = self.shared.state.subscribe();
-        rx.wait_for(|s| s.is_connected() || *s == ConnectionState::Stopped)
+        let connected = rx
+            .wait_for(|s| s.is_connected() || *s == ConnectionState::Stopped)
             .await
-            .map_err(|_| crate::ConnectError::Closed)
-            .and_then(|s| {
-                if s.is_connected() {
-                    Ok(())
-                } else {
-                    Err(crate::ConnectError::Closed)
-                }
-            })
+            .is_ok_and(|s| s.is_connected());
+        if connected {
+            return Ok(());
+        }
+        let refused = *self
+            .shared
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Err(refused.map_or(crate::ConnectError::Closed, crate::ConnectError::Refused))
+    }
+
+    /// Whether the broker kept this client's session (its subscriptions and queued
+    /// messages) at the latest connect: the CONNACK's session-present flag, updated
+    /// at every reconnect. `None` before the first connection.
+    pub fn session_present(&self) -> Option<bool> {
+        match self.shared.session_present.load(Ordering::Acquire) {
+            0 => None,
+            flag => Some(flag == 2),
+        }
     }
 
     /// Lifecycle events from now on (connected, disconnected, reconnecting, slow
@@ -328,11 +361,24 @@ impl Client {
         subscription::unsubscribe_via_chain(&self.shared, request).await
     }
 
-    /// Stop gracefully: refuse new work, wait up to the graceful shutdown period for
-    /// in-flight publishes to be acknowledged, send DISCONNECT, and wait for the
-    /// background task to end. Publishes still unacknowledged then fail with
-    /// [`PublishError::Closed`](crate::PublishError::Closed). Calling it again (from
-    /// any clone) waits for the same stop.
+    /// Stop gracefully, in this order, all within the graceful shutdown period
+    /// ([`ClientBuilder::graceful_shutdown_period`], 30 s by default):
+    ///
+    /// 1. Delivery ends: handlers take no further message (one already being handled
+    ///    is finished and acknowledged) and [`Subscription`] streams end. Messages not
+    ///    consumed are not acknowledged; a persistent session's broker delivers them
+    ///    again in the next session.
+    /// 2. Once the handlers are done, new publishes and subscriptions are refused,
+    ///    and the client waits for the publishes in flight to be acknowledged.
+    /// 3. DISCONNECT is sent and the background task ends.
+    ///
+    /// While not connected it does not wait (a broker that is down acknowledges
+    /// nothing): it returns at once. A handler still running at the end of the period
+    /// is cancelled, and its message is not acknowledged. Publishes still
+    /// unacknowledged fail with
+    /// [`PublishError::StoppedInFlight`](crate::PublishError::StoppedInFlight): they may
+    /// have been delivered. When this returns, no handler runs
+    /// and no stream yields. Calling it again (from any clone) waits for the same stop.
     ///
     /// # Cancel safety
     ///
@@ -343,6 +389,23 @@ impl Client {
             Some(chain) => chain.stop().await,
             None => lifecycle::stop(&self.shared).await,
         }
+    }
+
+    /// End the connection at once without DISCONNECT, as a crash would: the broker
+    /// publishes the last will (see [`ClientBuilder::last_will`]) and keeps a
+    /// persistent session. Nothing more is sent, not even the acknowledgements of
+    /// messages being handled; handlers are cancelled and streams end. Publishes,
+    /// subscribes and unsubscribes in flight fail
+    /// ([`PublishError::Aborted`](crate::PublishError::Aborted) says a publish may
+    /// have been delivered). It bypasses the stop middleware. Also ends a graceful
+    /// [`stop`](Self::stop) in progress.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once called, the abort proceeds even if this future is dropped; awaiting it
+    /// again waits for the end.
+    pub async fn abort(&self) {
+        lifecycle::abort(&self.shared).await;
     }
 }
 

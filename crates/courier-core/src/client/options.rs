@@ -96,6 +96,9 @@ pub struct ClientBuilder {
     pub(crate) session_loss: SessionLossPolicy,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) subscription_buffer: usize,
+    pub(crate) unrouted_hold: Duration,
+    pub(crate) unrouted_handler: Option<BoxHandler>,
+    pub(crate) retry_refused: bool,
     pub(crate) last_will: Option<LastWill>,
     pub(crate) on_connect: Option<ConnectCallback>,
     pub(crate) on_connection_lost: Option<LostCallback>,
@@ -138,6 +141,9 @@ impl Default for ClientBuilder {
             session_loss: SessionLossPolicy::Republish,
             codec: Arc::new(JsonCodec),
             subscription_buffer: 1024,
+            unrouted_hold: Duration::from_secs(5),
+            unrouted_handler: None,
+            retry_refused: true,
             last_will: None,
             on_connect: None,
             on_connection_lost: None,
@@ -367,6 +373,45 @@ impl ClientBuilder {
     /// broker's in-flight window holds back the rest.
     pub fn subscription_buffer(mut self, n: usize) -> Self {
         self.subscription_buffer = n;
+        self
+    }
+
+    /// How long after the first connect a message that matches no subscription is
+    /// held, unacknowledged, for one to be made (default 5 s; zero turns holding
+    /// off).
+    ///
+    /// A persistent session's broker sends the messages it queued while the client
+    /// was away right after the connect, before the application subscribed again
+    /// (`connect()` returns first). Held, they go to the first subscription made for
+    /// them. While a message is held, the acknowledgements of the messages after it
+    /// wait (they leave in arrival order). When the period is over, held and later
+    /// unmatched messages go to the [`unrouted_handler`](Self::unrouted_handler),
+    /// or, without one, are acknowledged and reported as
+    /// [`Event::Unrouted`](super::Event::Unrouted).
+    pub fn unrouted_hold(mut self, period: Duration) -> Self {
+        self.unrouted_hold = period;
+        self
+    }
+
+    /// Receive the messages that match no subscription (after the
+    /// [`unrouted_hold`](Self::unrouted_hold) period), instead of dropping them
+    /// with an [`Event::Unrouted`](super::Event::Unrouted). It runs like a
+    /// subscription's handler: one message at a time, on its own task, wrapped in
+    /// the [`handler_layer`](Self::handler_layer)s, each message acknowledged when
+    /// it returns.
+    pub fn unrouted_handler(mut self, handler: impl Handler) -> Self {
+        self.unrouted_handler = Some(BoxHandler::new(handler));
+        self
+    }
+
+    /// Whether to try again, with backoff, when the broker refuses the connection
+    /// (a CONNACK return code: bad credentials, not authorized, client id rejected,
+    /// ...; default true, so that a fixed ACL or a credential provider's next
+    /// credentials get the client in). With false, a refusal stops the client:
+    /// [`Client::wait_connected`] returns the refusal, and a `start()`ed client does
+    /// not retry forever with credentials that cannot work.
+    pub fn retry_refused(mut self, retry: bool) -> Self {
+        self.retry_refused = retry;
         self
     }
 
@@ -721,6 +766,9 @@ impl fmt::Debug for ClientBuilder {
             .field("max_packet_size", &self.max_packet_size)
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("session_loss", &self.session_loss)
+            .field("unrouted_hold", &self.unrouted_hold)
+            .field("unrouted_handler", &self.unrouted_handler.is_some())
+            .field("retry_refused", &self.retry_refused)
             .field("codec", &self.codec)
             .field("layers", &self.layers)
             .finish_non_exhaustive()

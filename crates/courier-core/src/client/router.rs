@@ -1,11 +1,21 @@
-//! Routing incoming messages to the subscriptions whose filters match.
+//! Routing incoming messages to the subscriptions whose filters match, and holding
+//! the messages no subscription matches yet.
+//!
+//! A persistent session's broker sends what it queued for the client right after
+//! CONNACK, before the application had a chance to subscribe again. Such a message
+//! is held, unacknowledged, for the hold period after the first connection (the
+//! `unrouted_hold` option), and goes to the first subscription made for it. Past
+//! that period it goes to the fallback handler (`unrouted_handler`), or, without
+//! one, is acknowledged and reported as `Event::Unrouted`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::consumers::Consumers;
 use super::inbound::AckToken;
 use crate::message::Message;
 use crate::qos::QoS;
@@ -29,17 +39,20 @@ pub(crate) struct Sink {
     label: Arc<str>,
 }
 
-/// The receiving end: a handler task or a `Subscription` stream.
+/// The receiving end: a handler task or a `Subscription` stream. It ends when the
+/// client stops delivering (the consumers' gate closes), leaving what is queued
+/// unconsumed.
 #[derive(Debug)]
 pub(crate) struct Source {
     rx: mpsc::UnboundedReceiver<Delivery>,
     queued: Arc<AtomicUsize>,
+    gate: Arc<Consumers>,
 }
 
 /// A subscription's queue. QoS 1/2 deliveries are always accepted (the broker's
 /// in-flight window bounds them, since they are acknowledged only once consumed);
 /// QoS 0 deliveries beyond `capacity` are dropped.
-pub(crate) fn queue(capacity: usize, label: &str) -> (Sink, Source) {
+pub(crate) fn queue(capacity: usize, label: &str, gate: Arc<Consumers>) -> (Sink, Source) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     (
@@ -50,7 +63,7 @@ pub(crate) fn queue(capacity: usize, label: &str) -> (Sink, Source) {
             capacity,
             label: label.into(),
         },
-        Source { rx, queued },
+        Source { rx, queued, gate },
     )
 }
 
@@ -94,6 +107,9 @@ impl Source {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Delivery>> {
+        if self.gate.is_closed() {
+            return std::task::Poll::Ready(None);
+        }
         let polled = self.rx.poll_recv(cx);
         if let std::task::Poll::Ready(Some(_)) = &polled {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -120,6 +136,31 @@ struct Route {
 pub(crate) struct Router {
     routes: Vec<Route>,
     next_id: u64,
+    /// Messages no subscription matched, unacknowledged, oldest first.
+    held: VecDeque<Delivery>,
+    /// QoS 0 messages among `held` (bounded like a subscription's buffer).
+    held_qos0: usize,
+    /// Until when unmatched messages are held (set at the first CONNACK).
+    hold_until: Option<Instant>,
+    /// The fallback handler's queue (`unrouted_handler`).
+    fallback: Option<Sink>,
+    /// The client stops delivering: nothing is routed any more.
+    closed: bool,
+}
+
+/// What became of a message no subscription matched.
+#[derive(Debug)]
+pub(crate) enum Unmatched {
+    /// A subscription made meanwhile took it.
+    Routed(Offer),
+    /// Held for a subscription to come.
+    Held,
+    /// Given to the fallback handler.
+    Fallback(Offer),
+    /// Nobody takes it: the caller reports it and drops it (acknowledging it).
+    Unclaimed(Delivery),
+    /// The client stops: dropped unconsumed, to be delivered again.
+    Stopping,
 }
 
 impl Router {
@@ -157,7 +198,116 @@ impl Router {
     }
 
     pub(crate) fn clear(&mut self) {
+        self.close();
+        self.held.clear();
+        self.held_qos0 = 0;
+    }
+
+    /// Route nothing more: every subscription's queue is dropped (which ends the
+    /// streams and handlers waiting on them), and held messages stay unconsumed.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
         self.routes.clear();
+        self.fallback = None;
+    }
+
+    /// Give unmatched messages, after the hold period, to `sink`.
+    pub(crate) fn set_fallback(&mut self, sink: Sink) {
+        self.fallback = Some(sink);
+    }
+
+    /// Hold unmatched messages until `until` (the first CONNACK plus the hold
+    /// period); a later call does not move an earlier deadline.
+    pub(crate) fn hold_until(&mut self, until: Instant) {
+        self.hold_until.get_or_insert(until);
+    }
+
+    /// Place a message that matched no route when the driver looked (`capacity`
+    /// bounds the QoS 0 messages held).
+    pub(crate) fn place_unmatched(
+        &mut self,
+        delivery: Delivery,
+        now: Instant,
+        capacity: usize,
+    ) -> Unmatched {
+        if self.closed {
+            return Unmatched::Stopping;
+        }
+        if let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.filter.matches(delivery.message.topic()))
+        {
+            return Unmatched::Routed(route.sink.offer(delivery));
+        }
+        if self.hold_until.is_some_and(|until| now < until) {
+            if delivery.ack.is_none() {
+                if self.held_qos0 >= capacity {
+                    return Unmatched::Unclaimed(delivery);
+                }
+                self.held_qos0 += 1;
+            }
+            self.held.push_back(delivery);
+            return Unmatched::Held;
+        }
+        match &self.fallback {
+            Some(fallback) => Unmatched::Fallback(fallback.offer(delivery)),
+            None => Unmatched::Unclaimed(delivery),
+        }
+    }
+
+    /// Move the held messages that `routes` match to their queue, oldest first.
+    pub(crate) fn claim_held(&mut self, routes: &[u64]) {
+        if self.held.is_empty() {
+            return;
+        }
+        let claiming: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| routes.contains(&r.id))
+            .collect();
+        let mut unclaimed = VecDeque::with_capacity(self.held.len());
+        for delivery in self.held.drain(..) {
+            let topic = delivery.message.topic();
+            match claiming.iter().find(|r| r.filter.matches(topic)) {
+                Some(route) => {
+                    self.held_qos0 -= usize::from(delivery.ack.is_none());
+                    let _ = route.sink.offer(delivery);
+                }
+                None => unclaimed.push_back(delivery),
+            }
+        }
+        self.held = unclaimed;
+    }
+
+    /// Once the hold period is over, give every held message to the fallback
+    /// handler; returns those nobody takes (to report and acknowledge).
+    pub(crate) fn release_held(&mut self, now: Instant) -> Vec<Delivery> {
+        if self.closed || self.hold_until.is_none_or(|until| now < until) {
+            return Vec::new();
+        }
+        self.held_qos0 = 0;
+        let held = std::mem::take(&mut self.held);
+        match &self.fallback {
+            Some(fallback) => {
+                for delivery in held {
+                    let _ = fallback.offer(delivery);
+                }
+                Vec::new()
+            }
+            None => held.into(),
+        }
+    }
+
+    /// The connection is gone: the QoS 1 messages held are dropped (the broker sends
+    /// them again, and their acknowledgements are never sent); QoS 0 and 2 stay (a
+    /// QoS 2 re-send is recognised and not delivered twice).
+    pub(crate) fn drop_held_qos1(&mut self) -> VecDeque<Delivery> {
+        let (dropped, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|d| d.message.qos() == QoS::AtLeastOnce);
+        self.held = kept;
+        dropped
     }
 
     /// Each subscribed filter with the highest QoS asked for it.
@@ -183,6 +333,8 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::codec::JsonCodec;
     use crate::message::MessageParts;
@@ -198,8 +350,8 @@ mod tests {
     #[test]
     fn routes_to_every_matching_queue_once() {
         let mut router = Router::default();
-        let (a, _ra) = queue(10, "t");
-        let (b, _rb) = queue(10, "t");
+        let (a, _ra) = queue(10, "t", Arc::default());
+        let (b, _rb) = queue(10, "t", Arc::default());
         router.add(filter("s/+"), QoS::AtLeastOnce, a.clone());
         router.add(filter("s/#"), QoS::AtLeastOnce, a);
         router.add(filter("$share/g/s/x"), QoS::AtMostOnce, b);
@@ -215,7 +367,7 @@ mod tests {
     #[test]
     fn removing_reports_filters_left_unused() {
         let mut router = Router::default();
-        let (a, _ra) = queue(10, "t");
+        let (a, _ra) = queue(10, "t", Arc::default());
         let one = router.add(filter("x"), QoS::AtMostOnce, a.clone());
         let two = router.add(filter("x"), QoS::ExactlyOnce, a.clone());
         let three = router.add(filter("y"), QoS::AtMostOnce, a);
@@ -230,7 +382,7 @@ mod tests {
 
     #[test]
     fn full_queues_drop_qos0_only() {
-        let (sink, mut source) = queue(1, "t");
+        let (sink, mut source) = queue(1, "t", Arc::default());
         assert_eq!(
             sink.offer(Delivery {
                 message: msg("a"),
@@ -265,5 +417,66 @@ mod tests {
             }),
             Offer::Queued
         );
+    }
+
+    fn unmatched(router: &mut Router, topic: &str, now: Instant) -> Unmatched {
+        let delivery = Delivery {
+            message: msg(topic),
+            ack: None,
+        };
+        router.place_unmatched(delivery, now, 10)
+    }
+
+    #[tokio::test]
+    async fn unmatched_messages_are_held_for_the_first_subscription_made_for_them() {
+        let mut router = Router::default();
+        let now = Instant::now();
+        router.hold_until(now + Duration::from_secs(5));
+        for topic in ["q/1", "other", "q/2"] {
+            assert!(matches!(
+                unmatched(&mut router, topic, now),
+                Unmatched::Held
+            ));
+        }
+        let (sink, mut source) = queue(10, "q/+", Arc::default());
+        let route = router.add(filter("q/+"), QoS::AtLeastOnce, sink);
+        router.claim_held(&[route]);
+        let mut got = Vec::new();
+        while let Ok(delivery) = source.rx.try_recv() {
+            got.push(delivery.message.topic().to_owned());
+        }
+        assert_eq!(got, ["q/1", "q/2"], "in arrival order");
+        assert_eq!(router.held.len(), 1, "\"other\" waits on");
+    }
+
+    #[tokio::test]
+    async fn after_the_hold_unmatched_messages_go_to_the_fallback_or_are_unclaimed() {
+        let mut router = Router::default();
+        let now = Instant::now();
+        router.hold_until(now + Duration::from_secs(5));
+        assert!(matches!(unmatched(&mut router, "a", now), Unmatched::Held));
+        assert!(
+            router.release_held(now).is_empty(),
+            "nothing is released before the end of the hold"
+        );
+        let later = now + Duration::from_secs(5);
+        let released = router.release_held(later);
+        assert_eq!(released.len(), 1);
+        assert!(matches!(
+            unmatched(&mut router, "b", later),
+            Unmatched::Unclaimed(_)
+        ));
+        let (fallback, mut source) = queue(10, "fallback", Arc::default());
+        router.set_fallback(fallback);
+        assert!(matches!(
+            unmatched(&mut router, "c", later),
+            Unmatched::Fallback(Offer::Queued)
+        ));
+        assert!(source.rx.try_recv().is_ok());
+        router.close();
+        assert!(matches!(
+            unmatched(&mut router, "d", later),
+            Unmatched::Stopping
+        ));
     }
 }

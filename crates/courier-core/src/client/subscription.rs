@@ -27,6 +27,32 @@ use crate::message::Message;
 use crate::qos::QoS;
 use crate::topic::{TopicFilter, validate_topic_filter};
 
+/// The broker's answer (SUBACK return code) for one filter of a SUBSCRIBE.
+///
+/// A broker may grant a lower QoS than asked for (Mosquitto's `max_qos`, for
+/// example): messages on the filter then arrive at most at the granted QoS. It may
+/// refuse a filter (return code 0x80, e.g. denied by an ACL); when it refuses some
+/// filters of a subscription and grants others, the subscription is made with the
+/// granted ones, and when it refuses all, subscribing fails with
+/// [`SubscribeError::Rejected`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FilterGrant {
+    /// The topic filter.
+    pub filter: String,
+    /// The QoS asked for.
+    pub requested: QoS,
+    /// The QoS granted, or `None` when the broker refused the filter.
+    pub granted: Option<QoS>,
+}
+
+impl FilterGrant {
+    /// True when the broker refused the filter.
+    pub fn is_refused(&self) -> bool {
+        self.granted.is_none()
+    }
+}
+
 /// A subscription being set up. Await it for a [`Subscription`] stream, or call
 /// [`handler`](Self::handler) for the callback style.
 #[must_use = "a subscription does nothing until awaited"]
@@ -62,9 +88,11 @@ impl<'a> SubscribeBuilder<'a> {
     ///
     /// # Errors
     ///
-    /// Invalid or no filters (nothing sent), a filter refused by the broker (SUBACK
-    /// 0x80), no SUBACK within the write timeout, or the client is stopped. On any
-    /// error no filter of this call stays subscribed.
+    /// Invalid or no filters (nothing sent), every filter refused by the broker
+    /// (SUBACK 0x80; when only some are refused, the subscription is made with the
+    /// others: see [`SubscriptionHandle::grants`]), no SUBACK within the write
+    /// timeout, or the client is stopped. On any error no filter of this call stays
+    /// subscribed.
     ///
     /// # Cancel safety
     ///
@@ -87,6 +115,7 @@ impl<'a> SubscribeBuilder<'a> {
             shared,
             routes: subscribed.routes,
             filters: subscribed.filters,
+            grants: subscribed.grants,
         })
     }
 
@@ -96,7 +125,7 @@ impl<'a> SubscribeBuilder<'a> {
         let capacity = self
             .buffer
             .unwrap_or(shared.opts.builder.subscription_buffer);
-        let (sink, source) = queue(capacity, &self.label());
+        let (sink, source) = queue(capacity, &self.label(), shared.consumers.clone());
         let request = SubscribeRequest {
             filters: self
                 .filters
@@ -113,15 +142,31 @@ impl<'a> SubscribeBuilder<'a> {
     }
 }
 
-/// Runs a handler subscription: one message at a time, in order, on its own task.
-async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: Source) {
+/// Runs a handler subscription: one message at a time, in order, on its own task,
+/// until the client stops delivering (see [`Consumers`](super::consumers)).
+pub(crate) async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: Source) {
     let client = Client::unowned(shared.clone());
+    let consumers = &shared.consumers;
     while let Some(delivery) = source.recv().await {
+        let Some(_busy) = consumers.enter() else {
+            break; // left unconsumed: delivered again in the next session
+        };
         // A clone (one reference count) keeps the topic for an error report.
         let message = delivery.message.clone();
-        let outcome = AssertUnwindSafe(handler.handle(client.clone(), delivery.message))
-            .catch_unwind()
-            .await;
+        let handled =
+            AssertUnwindSafe(handler.handle(client.clone(), delivery.message)).catch_unwind();
+        let outcome = tokio::select! {
+            biased;
+            outcome = handled => outcome,
+            () = consumers.cancelled() => {
+                tracing::warn!(
+                    topic = %message.topic(),
+                    "courier: handler cancelled at the end of the graceful shutdown period; \
+                     its message is not acknowledged"
+                );
+                break;
+            }
+        };
         let error = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -132,7 +177,9 @@ async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: So
             tracing::warn!(%topic, %error, "courier: message handler failed");
             shared.emit(Event::HandlerFailed { topic, error });
         }
-        drop(delivery.ack);
+        if let Some(ack) = delivery.ack {
+            ack.consume();
+        }
     }
 }
 
@@ -152,6 +199,7 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
                 source,
                 routes: subscribed.routes,
                 filters: subscribed.filters,
+                grants: subscribed.grants,
                 unsubscribed: false,
             })
         })
@@ -258,13 +306,15 @@ async fn subscribe(
     }
     // Route first: the broker sends retained messages right after its SUBACK. The
     // guard removes the routes again unless the broker granted them, also when this
-    // future is cancelled.
-    let (guard, packet) = {
+    // future is cancelled. Held messages these filters match move to the new queue
+    // now, ahead of anything that arrives later.
+    let (mut guard, packet) = {
         let mut router = shared.router_write();
         let routes: Vec<u64> = parsed
             .iter()
             .map(|(f, q)| router.add(f.clone(), *q, sink.clone()))
             .collect();
+        router.claim_held(&routes);
         // The broker keeps one subscription per filter, replaced by each SUBSCRIBE:
         // ask for the highest QoS any local subscription on the filter wants.
         let granted = router.subscriptions();
@@ -281,7 +331,6 @@ async fn subscribe(
             packet,
         )
     };
-    let filters: Vec<String> = parsed.iter().map(|(f, _)| f.as_str().to_owned()).collect();
     let (tx, rx) = oneshot::channel();
     {
         let mut outbound = shared.outbound();
@@ -296,26 +345,60 @@ async fn subscribe(
     }
     shared.requests.wake();
     let write_timeout = shared.opts.builder.write_timeout;
-    match timeout(write_timeout, rx).await {
-        Ok(Ok(codes)) => {
-            let refused: Vec<String> = filters
-                .iter()
-                .zip(codes.iter().chain(std::iter::repeat(&None)))
-                .filter(|(_, code)| code.is_none())
-                .map(|(f, _)| f.clone())
-                .collect();
-            if refused.is_empty() {
-                Ok(Subscribed {
-                    routes: guard.keep(),
-                    filters,
-                })
-            } else {
-                Err(SubscribeError::Rejected(refused))
-            }
-        }
-        Ok(Err(_)) => Err(SubscribeError::Closed),
-        Err(_) => Err(SubscribeError::Timeout(write_timeout)),
+    let codes = match timeout(write_timeout, rx).await {
+        Ok(Ok(codes)) => codes,
+        Ok(Err(_)) => return Err(SubscribeError::Closed),
+        Err(_) => return Err(SubscribeError::Timeout(write_timeout)),
+    };
+    let grants: Vec<FilterGrant> = parsed
+        .iter()
+        .zip(codes.iter().copied().chain(std::iter::repeat(None)))
+        .map(|((filter, requested), code)| FilterGrant {
+            filter: filter.as_str().to_owned(),
+            requested: *requested,
+            granted: code.and_then(|c| QoS::try_from(c).ok()),
+        })
+        .collect();
+    if grants.iter().all(|g| g.granted.is_none()) {
+        return Err(SubscribeError::Rejected(
+            grants.into_iter().map(|g| g.filter).collect(),
+        ));
     }
+    for grant in &grants {
+        match grant.granted {
+            None => {
+                tracing::warn!(filter = %grant.filter, "courier: the broker refused this filter")
+            }
+            Some(qos) if qos < grant.requested => tracing::warn!(
+                filter = %grant.filter,
+                requested = %grant.requested,
+                granted = %qos,
+                "courier: the broker granted a lower QoS than asked for"
+            ),
+            Some(_) => {}
+        }
+    }
+    // Routes of refused filters go; the broker sends nothing for them.
+    let refused: Vec<u64> = guard
+        .routes
+        .iter()
+        .zip(&grants)
+        .filter(|(_, g)| g.granted.is_none())
+        .map(|(route, _)| *route)
+        .collect();
+    if !refused.is_empty() {
+        shared.router_write().remove(&refused);
+        guard.routes.retain(|route| !refused.contains(route));
+    }
+    Ok(Subscribed {
+        routes: guard.keep(),
+        filters: grants
+            .iter()
+            .filter(|g| g.granted.is_some())
+            .map(|g| g.filter.clone())
+            .collect(),
+        grants,
+    })
 }
 
 /// Routes of a subscription not yet granted: dropped, it removes them and tells the
@@ -424,23 +507,44 @@ pub struct Subscription {
     source: Source,
     routes: Vec<u64>,
     filters: Vec<String>,
+    grants: Vec<FilterGrant>,
     unsubscribed: bool,
 }
 
 impl Subscription {
-    /// The next message; `None` once the client stopped.
+    /// The next message; `None` once the client stops (from the moment
+    /// [`Client::stop`] is called: messages not yielded by then are not acknowledged,
+    /// and a persistent session's broker delivers them again).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: a message is taken only when this resolves.
     pub async fn recv(&mut self) -> Option<Message> {
-        let delivery = self.source.recv().await?;
-        Some(delivery.message)
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
-    /// The filters of this subscription.
+    /// The next message, acknowledged (in order) as it is yielded.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.source.poll_recv(cx).map(|delivery| {
+            delivery.map(|delivery| {
+                if let Some(ack) = delivery.ack {
+                    ack.consume();
+                }
+                delivery.message
+            })
+        })
+    }
+
+    /// The filters the broker granted (refused ones are left out; see
+    /// [`grants`](Self::grants)).
     pub fn filters(&self) -> &[String] {
         &self.filters
+    }
+
+    /// The broker's answer for each filter asked for, in the order asked: the QoS it
+    /// granted, or a refusal.
+    pub fn grants(&self) -> &[FilterGrant] {
+        &self.grants
     }
 
     /// Unsubscribe and wait for the broker's UNSUBACK (when no other subscription
@@ -467,7 +571,7 @@ impl Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.source.poll_recv(cx).map(|d| d.map(|d| d.message))
+        self.poll_message(cx)
     }
 }
 
@@ -487,12 +591,20 @@ pub struct SubscriptionHandle {
     shared: Arc<Shared>,
     routes: Vec<u64>,
     filters: Vec<String>,
+    grants: Vec<FilterGrant>,
 }
 
 impl SubscriptionHandle {
-    /// The filters of this subscription.
+    /// The filters the broker granted (refused ones are left out; see
+    /// [`grants`](Self::grants)).
     pub fn filters(&self) -> &[String] {
         &self.filters
+    }
+
+    /// The broker's answer for each filter asked for, in the order asked: the QoS it
+    /// granted, or a refusal.
+    pub fn grants(&self) -> &[FilterGrant] {
+        &self.grants
     }
 
     /// Stop the handler (after the message it is handling) and unsubscribe at the
