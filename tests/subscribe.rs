@@ -213,12 +213,13 @@ async fn dropping_a_subscription_unsubscribes_at_the_broker() {
     c.stop().await;
 }
 
-/// A filter the broker refuses (SUBACK return code 0x80) is an error, and no local
-/// subscription stays behind. Mosquitto 2.0 grants every valid filter (its ACLs filter
-/// at delivery), so a scripted broker answers here: CONNACK, then a SUBACK granting
-/// the first filter and refusing the second.
+/// Filters the broker refuses (SUBACK return code 0x80): a subscription keeps the
+/// filters granted beside them and says which were refused; one whose every filter is
+/// refused is an error, and no local subscription stays behind. A scripted broker
+/// refuses `secret/...` filters here; `tests/session.rs` does the same with a real
+/// Mosquitto and an ACL.
 #[tokio::test]
-async fn a_refused_subscription_is_an_error() {
+async fn refused_filters_are_reported_and_granted_ones_kept() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = tokio::spawn(async move {
@@ -226,7 +227,17 @@ async fn a_refused_subscription_is_an_error() {
         loop {
             let p = wire::read(&mut socket).await?;
             match p.kind() {
-                8 => wire::write(&mut socket, 0x90, &[p.body[0], p.body[1], 0x01, 0x80]).await?,
+                8 => {
+                    let mut suback = vec![p.body[0], p.body[1]];
+                    for (filter, _) in p.subscribe_filters().unwrap_or_default() {
+                        suback.push(if filter.starts_with("secret/") {
+                            0x80
+                        } else {
+                            0x01
+                        });
+                    }
+                    wire::write(&mut socket, 0x90, &suback).await?;
+                }
                 10 => wire::write(&mut socket, 0xb0, &[p.body[0], p.body[1]]).await?,
                 12 => wire::write(&mut socket, 0xd0, &[]).await?,
                 _ => return Ok::<(), std::io::Error>(()),
@@ -239,20 +250,36 @@ async fn a_refused_subscription_is_an_error() {
         .connect()
         .await
         .unwrap();
-    let err = c
+    let sub = c
         .subscribe_many([
-            ("allowed/x", QoS::AtLeastOnce),
+            ("allowed/x", QoS::ExactlyOnce),
             ("secret/#", QoS::AtLeastOnce),
         ])
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(sub.filters(), ["allowed/x"]);
+    let grants: Vec<(&str, Option<QoS>)> = sub
+        .grants()
+        .iter()
+        .map(|g| (g.filter.as_str(), g.granted))
+        .collect();
+    assert_eq!(
+        grants,
+        [("allowed/x", Some(QoS::AtLeastOnce)), ("secret/#", None)]
+    );
+    assert_eq!(
+        c.info().subscriptions.keys().collect::<Vec<_>>(),
+        ["allowed/x"]
+    );
+    let err = c.subscribe("secret/only").await.unwrap_err();
     assert!(
-        matches!(&err, SubscribeError::Rejected(f) if f == &["secret/#".to_owned()]),
+        matches!(&err, SubscribeError::Rejected(f) if f == &["secret/only".to_owned()]),
         "{err:?}"
     );
-    assert!(
-        c.info().subscriptions.is_empty(),
-        "no local subscription stays"
+    assert_eq!(
+        c.info().subscriptions.keys().collect::<Vec<_>>(),
+        ["allowed/x"],
+        "nothing of the refused subscription stays"
     );
     c.stop().await;
     script.abort();
