@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::Driver;
 use super::engine::Engine;
-use super::events::ConnectionState;
+use super::events::{ConnectionState, EVENT_BUFFER};
 use super::inbound::Inbound;
 use super::middleware::{BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply};
 use super::options::ValidOptions;
@@ -52,7 +52,7 @@ fn spawn(
     let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
     let (state, _) = watch::channel(ConnectionState::Connecting);
-    let (events, _) = broadcast::channel(16);
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
     let shared = Arc::new(Shared {
         outbound: Mutex::new(Outbound::new(
             pkid_range,
