@@ -23,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Mosquitto 2 answers a wrong password with return code 5 (not authorized), not 4
-/// (bad user name or password); the error says so, with the broker's address.
+/// (bad user name or password), and so it does a client without credentials; the
+/// error says so, with the broker's address, and `is_auth_failure` covers it.
 #[tokio::test]
 async fn wrong_password_is_refused_with_code_5_naming_the_broker() {
     if !mosquitto_mode("wrong_password_is_refused_with_code_5_naming_the_broker") {
@@ -49,6 +50,10 @@ async fn wrong_password_is_refused_with_code_5_naming_the_broker() {
         )
     );
     assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
+
+    // No credentials at all, anonymous access off: the same code.
+    let err = client(&broker, "anonymous").connect().await.unwrap_err();
+    assert_eq!(err.refused_reason(), Some(RefusedReason::NotAuthorized));
 }
 
 /// A stopped Mosquitto: the TCP error names the address and the system's reason.

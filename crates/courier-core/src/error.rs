@@ -463,6 +463,70 @@ mod tests {
     }
 
     #[test]
+    fn connect_errors_name_the_broker_and_the_cause() {
+        let broker = || "broker.example:1883".to_owned();
+        let cases = [
+            (
+                ConnectError::NotMqtt {
+                    broker: broker(),
+                    first_bytes: b"\x00\xffSSH-2.0\r\n".to_vec(),
+                },
+                r#"broker.example:1883 is not an MQTT broker: it answered CONNECT with "\x00\xffSSH-2.0\r\n""#,
+            ),
+            (
+                ConnectError::ClosedBeforeConnAck {
+                    broker: broker(),
+                    source: None,
+                },
+                "the connection to broker.example:1883 ended before CONNACK",
+            ),
+            (
+                ConnectError::ClosedBeforeConnAck {
+                    broker: broker(),
+                    source: Some(std::io::ErrorKind::ConnectionReset.into()),
+                },
+                "the connection to broker.example:1883 ended before CONNACK: connection reset",
+            ),
+            (
+                ConnectError::Refused {
+                    broker: broker(),
+                    reason: RefusedReason::NotAuthorized,
+                },
+                "broker broker.example:1883 refused the connection: not authorized (return code 5)",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+            assert_eq!(error.broker(), Some("broker.example:1883"));
+        }
+    }
+
+    #[test]
+    fn auth_failures_are_codes_4_and_5() {
+        let auth: Vec<u8> = [
+            RefusedReason::UnacceptableProtocolVersion,
+            RefusedReason::IdentifierRejected,
+            RefusedReason::ServerUnavailable,
+            RefusedReason::BadUserNamePassword,
+            RefusedReason::NotAuthorized,
+        ]
+        .into_iter()
+        .filter(|r| r.is_auth_failure())
+        .map(RefusedReason::code)
+        .collect();
+        assert_eq!(auth, [4, 5]);
+    }
+
+    #[test]
+    fn codec_errors_give_the_codecs_reason() {
+        let error = DecodeError::new("json", "Order", "missing field `id`");
+        assert_eq!(
+            error.to_string(),
+            "cannot decode Order with the json codec: missing field `id`"
+        );
+    }
+
+    #[test]
     fn refused_reason_reports_its_code() {
         assert_eq!(RefusedReason::NotAuthorized.code(), 5);
         assert_eq!(
