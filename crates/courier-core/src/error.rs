@@ -127,7 +127,8 @@ pub enum RefusedReason {
     ServerUnavailable,
     /// 0x04: bad user name or password.
     BadUserNamePassword,
-    /// 0x05: the client is not authorized to connect.
+    /// 0x05: the client is not authorized to connect. Mosquitto 2 answers a wrong
+    /// password with this one (see [`RefusedReason::is_auth_failure`]).
     NotAuthorized,
 }
 
@@ -145,8 +146,9 @@ impl RefusedReason {
 
     /// True for a refusal of the credentials: return code 4 (bad user name or
     /// password) or 5 (not authorized). Brokers differ in which they send for a wrong
-    /// password: Mosquitto 2 answers 5, and also 5 for a client its ACLs or
-    /// `allow_anonymous false` turn away; match on this rather than on one code.
+    /// password: MQTT 3.1.1 provides 4, but Mosquitto 2 answers 5, as it does to a
+    /// client without credentials under `allow_anonymous false`. Match on this rather
+    /// than on one code.
     pub fn is_auth_failure(self) -> bool {
         matches!(
             self,
