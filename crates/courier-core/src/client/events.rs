@@ -85,9 +85,9 @@ pub enum Event {
     },
     /// The client stopped.
     Stopped,
-    /// This reader fell more than 1,024 events behind and missed the
-    /// `missed` oldest; yielded by [`EventStream`] in their place (callbacks set with
-    /// the builder see every event and never this one).
+    /// This reader fell more than 1,024 events behind and missed the `missed` oldest;
+    /// yielded by [`EventStream`] in their place. Callbacks set with the builder see
+    /// every event and never this one.
     Lagged {
         /// How many events this reader missed.
         missed: u64,
@@ -129,9 +129,9 @@ impl fmt::Display for Event {
 
 /// How many events a reader of [`EventStream`] may fall behind before it misses
 /// some. A failed attempt makes two events: this holds those of over 500 attempts,
-/// four minutes of an outage at the test suite's 50 ms to 500 ms backoff (16 held
-/// under 4 s) and far longer at the default backoff. The cost is bounded: at most
-/// 1,024 small events per client.
+/// four minutes of an outage at the test suite's 50 ms to 500 ms backoff (the former
+/// 16 lasted under 4 s) and far longer at the default backoff. The cost is bounded:
+/// at most 1,024 small events per client.
 pub(crate) const EVENT_BUFFER: usize = 1024;
 
 /// A stream of [`Event`]s from the moment it was created. A reader that falls more
