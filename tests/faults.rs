@@ -2450,7 +2450,10 @@ async fn f13_connect_failures_are_typed_backed_off_and_refresh_credentials() {
     // 100 + 200 + 400 + 800 ms: attempts at 0, 0.1, 0.3, 0.7, 1.5 s.
     assert!((3..=5).contains(&tcp_errors.len()), "{tcp_errors:?}");
     assert!(
-        typed(&tcp_errors, "TCP connection failed"),
+        typed(
+            &tcp_errors,
+            &format!("TCP connection to 127.0.0.1:{port} failed")
+        ),
         "{tcp_errors:?}"
     );
     assert!((3..=5).contains(&dns_errors.len()), "{dns_errors:?}");

@@ -80,7 +80,68 @@ async fn tls_connects_with_the_right_ca_and_refuses_another() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectError::Tls(_)), "{err:?}");
+    assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}
+
+/// Against Mosquitto's TLS listener: an untrusted certificate is reported with the
+/// broker's address and rustls's reason in the text (the `rustls::Error` as the
+/// source), and a client without TLS is reset by the broker before CONNACK.
+#[tokio::test]
+async fn tls_errors_name_the_broker_and_the_reason() {
+    if !mosquitto_mode("tls_errors_name_the_broker_and_the_reason") {
+        return;
+    }
+    let pki = pki();
+    let tls_port = courier_testkit::free_port().unwrap();
+    let d = pki.dir.display();
+    let broker = broker_with(
+        BrokerOptions::new()
+            .config_line(format!("listener {tls_port} 127.0.0.1"))
+            .config_line(format!("cafile {d}/ca.pem"))
+            .config_line(format!("certfile {d}/server.pem"))
+            .config_line(format!("keyfile {d}/server.key")),
+    )
+    .await;
+    let builder = || {
+        Client::builder()
+            .address("localhost", tls_port)
+            .client_id(client_id("tls-error"))
+    };
+
+    let stranger = ca("another CA");
+    let err = builder()
+        .tls(TlsConfig::from_pem(stranger.pem().as_bytes(), None).unwrap())
+        .connect()
+        .await
+        .unwrap_err();
+    println!("{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "TLS handshake with localhost:{tls_port} failed: invalid peer certificate: \
+             UnknownIssuer"
+        )
+    );
+    let source = std::error::Error::source(&err).unwrap();
+    assert!(
+        source.downcast_ref::<rustls::Error>().is_some(),
+        "{source:?}"
+    );
+
+    let err = builder().connect().await.unwrap_err();
+    println!("{err}");
+    assert!(
+        matches!(&err, ConnectError::ClosedBeforeConnAck { broker, .. } if *broker == format!("localhost:{tls_port}")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "the connection to localhost:{tls_port} ended before CONNACK"
+        )),
+        "{err}"
+    );
     drop(broker);
     let _ = std::fs::remove_dir_all(&pki.dir);
 }

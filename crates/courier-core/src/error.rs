@@ -15,7 +15,7 @@ macro_rules! codec_error {
     ($(#[$doc:meta])* $name:ident, $verb:literal, $role:literal) => {
         $(#[$doc])*
         #[derive(Debug, thiserror::Error)]
-        #[error("cannot {} {type_name} with the {codec} codec", $verb)]
+        #[error("cannot {} {type_name} with the {codec} codec: {source}", $verb)]
         pub struct $name {
             codec: &'static str,
             type_name: &'static str,
@@ -127,7 +127,8 @@ pub enum RefusedReason {
     ServerUnavailable,
     /// 0x04: bad user name or password.
     BadUserNamePassword,
-    /// 0x05: the client is not authorized to connect.
+    /// 0x05: the client is not authorized to connect. Mosquitto 2 answers a wrong
+    /// password with this one (see [`RefusedReason::is_auth_failure`]).
     NotAuthorized,
 }
 
@@ -141,6 +142,18 @@ impl RefusedReason {
             RefusedReason::BadUserNamePassword => 4,
             RefusedReason::NotAuthorized => 5,
         }
+    }
+
+    /// True for a refusal of the credentials: return code 4 (bad user name or
+    /// password) or 5 (not authorized). Brokers differ in which they send for a wrong
+    /// password: MQTT 3.1.1 provides 4, but Mosquitto 2 answers 5, as it does to a
+    /// client without credentials under `allow_anonymous false`. Match on this rather
+    /// than on one code.
+    pub fn is_auth_failure(self) -> bool {
+        matches!(
+            self,
+            RefusedReason::BadUserNamePassword | RefusedReason::NotAuthorized
+        )
     }
 }
 
@@ -158,36 +171,94 @@ impl std::fmt::Display for RefusedReason {
 }
 
 /// A connection attempt failed.
+///
+/// Every variant about the network names the broker (`host:port`, as configured), and
+/// its text includes the underlying cause, which is also its
+/// [`source`](std::error::Error::source). No variant holds the credentials sent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The broker answered CONNACK with a refusal.
-    #[error("broker refused the connection: {0}")]
-    Refused(RefusedReason),
-    /// No CONNACK within the connect timeout.
-    #[error("no CONNACK within {0:?}")]
-    Timeout(Duration),
-    /// The host name could not be resolved.
-    #[error("cannot resolve {host}")]
+    #[error("broker {broker} refused the connection: {reason}")]
+    Refused {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The CONNACK return code.
+        reason: RefusedReason,
+    },
+    /// No CONNACK within the connect timeout, which covers the whole attempt: name
+    /// resolution, TCP, TLS and CONNECT.
+    #[error("no CONNACK from {broker} within {timeout:?}")]
+    Timeout {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
+    /// The broker's host name could not be resolved.
+    #[error("cannot resolve {broker}: {source}")]
     Dns {
-        /// The host that failed to resolve.
-        host: String,
+        /// The broker, `host:port`.
+        broker: String,
         /// The resolver's error.
-        #[source]
         source: std::io::Error,
     },
-    /// The TCP connection failed (refused, reset, unreachable).
-    #[error("TCP connection failed")]
-    Tcp(#[source] std::io::Error),
-    /// The TLS handshake failed.
-    #[error("TLS handshake failed")]
-    Tls(#[source] BoxError),
+    /// The TCP connection could not be made (refused, unreachable).
+    #[error("TCP connection to {broker} failed: {source}")]
+    Tcp {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed. With a certificate problem the source is the
+    /// `rustls::Error`.
+    #[error("TLS handshake with {broker} failed: {source}")]
+    Tls {
+        /// The broker, `host:port`.
+        broker: String,
+        /// Why, as rustls or the system reported it.
+        source: BoxError,
+    },
+    /// The peer answered CONNECT with something other than a CONNACK: it is not an
+    /// MQTT broker (a web server, another protocol), or it broke MQTT's first rule
+    /// [MQTT-3.2.0-1].
+    #[error(
+        "{broker} is not an MQTT broker: it answered CONNECT with \"{}\"",
+        .first_bytes.escape_ascii()
+    )]
+    NotMqtt {
+        /// The peer, `host:port`.
+        broker: String,
+        /// The start of its answer (at most 64 bytes).
+        first_bytes: Vec<u8>,
+    },
+    /// The connection ended after TCP (and TLS) were up and before CONNACK: the
+    /// peer closed it without an answer, or it broke (`source`). Mosquitto resets
+    /// it, for example, when a client without TLS reaches its TLS listener.
+    #[error(
+        "the connection to {broker} ended before CONNACK{}",
+        .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    ClosedBeforeConnAck {
+        /// The peer, `host:port`.
+        broker: String,
+        /// The system's error when the connection broke; `None` when the peer
+        /// closed it.
+        source: Option<std::io::Error>,
+    },
     /// The credential provider failed or timed out.
-    #[error("credential provider failed")]
+    #[error("credential provider failed: {0}")]
     Credentials(#[source] BoxError),
-    /// The broker broke the protocol during the handshake.
-    #[error("protocol error during connect")]
-    Protocol(#[source] BoxError),
+    /// The CONNECT packet could not be sent as configured (e.g. it exceeds the
+    /// maximum packet size).
+    #[error("protocol error while connecting to {broker}: {source}")]
+    Protocol {
+        /// The broker, `host:port`.
+        broker: String,
+        /// What went wrong.
+        source: BoxError,
+    },
     /// The client was stopped before it connected.
     #[error("client stopped")]
     Closed,
@@ -200,14 +271,37 @@ impl ConnectError {
     /// The broker's refusal reason, if the broker refused.
     pub fn refused_reason(&self) -> Option<RefusedReason> {
         match self {
-            ConnectError::Refused(reason) => Some(*reason),
+            ConnectError::Refused { reason, .. } => Some(*reason),
             _ => None,
         }
     }
 
+    /// True when the broker refused the credentials (see
+    /// [`RefusedReason::is_auth_failure`]).
+    pub fn is_auth_failure(&self) -> bool {
+        self.refused_reason()
+            .is_some_and(RefusedReason::is_auth_failure)
+    }
+
     /// True if the attempt timed out.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, ConnectError::Timeout(_))
+        matches!(self, ConnectError::Timeout { .. })
+    }
+
+    /// The broker (`host:port`) the attempt was made to; `None` when no attempt
+    /// reached the network (credentials, options, stopped).
+    pub fn broker(&self) -> Option<&str> {
+        match self {
+            ConnectError::Refused { broker, .. }
+            | ConnectError::Timeout { broker, .. }
+            | ConnectError::Dns { broker, .. }
+            | ConnectError::Tcp { broker, .. }
+            | ConnectError::Tls { broker, .. }
+            | ConnectError::NotMqtt { broker, .. }
+            | ConnectError::ClosedBeforeConnAck { broker, .. }
+            | ConnectError::Protocol { broker, .. } => Some(broker),
+            ConnectError::Credentials(_) | ConnectError::Closed | ConnectError::Config(_) => None,
+        }
     }
 }
 
@@ -382,6 +476,70 @@ mod tests {
         assert!(quoted.starts_with(&"é".repeat(100)));
         assert!(quoted.ends_with("(600 bytes)"));
         assert_eq!(quote_input("a/b"), "a/b");
+    }
+
+    #[test]
+    fn connect_errors_name_the_broker_and_the_cause() {
+        let broker = || "broker.example:1883".to_owned();
+        let cases = [
+            (
+                ConnectError::NotMqtt {
+                    broker: broker(),
+                    first_bytes: b"\x00\xffSSH-2.0\r\n".to_vec(),
+                },
+                r#"broker.example:1883 is not an MQTT broker: it answered CONNECT with "\x00\xffSSH-2.0\r\n""#,
+            ),
+            (
+                ConnectError::ClosedBeforeConnAck {
+                    broker: broker(),
+                    source: None,
+                },
+                "the connection to broker.example:1883 ended before CONNACK",
+            ),
+            (
+                ConnectError::ClosedBeforeConnAck {
+                    broker: broker(),
+                    source: Some(std::io::ErrorKind::ConnectionReset.into()),
+                },
+                "the connection to broker.example:1883 ended before CONNACK: connection reset",
+            ),
+            (
+                ConnectError::Refused {
+                    broker: broker(),
+                    reason: RefusedReason::NotAuthorized,
+                },
+                "broker broker.example:1883 refused the connection: not authorized (return code 5)",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+            assert_eq!(error.broker(), Some("broker.example:1883"));
+        }
+    }
+
+    #[test]
+    fn auth_failures_are_codes_4_and_5() {
+        let auth: Vec<u8> = [
+            RefusedReason::UnacceptableProtocolVersion,
+            RefusedReason::IdentifierRejected,
+            RefusedReason::ServerUnavailable,
+            RefusedReason::BadUserNamePassword,
+            RefusedReason::NotAuthorized,
+        ]
+        .into_iter()
+        .filter(|r| r.is_auth_failure())
+        .map(RefusedReason::code)
+        .collect();
+        assert_eq!(auth, [4, 5]);
+    }
+
+    #[test]
+    fn codec_errors_give_the_codecs_reason() {
+        let error = DecodeError::new("json", "Order", "missing field `id`");
+        assert_eq!(
+            error.to_string(),
+            "cannot decode Order with the json codec: missing field `id`"
+        );
     }
 
     #[test]

@@ -87,7 +87,14 @@ impl Driver {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(attempt, %error, "courier: connect attempt failed");
+                    let opts = &self.shared.opts;
+                    tracing::warn!(
+                        client_id = %opts.builder.client_id,
+                        broker = %opts.broker(),
+                        attempt,
+                        %error,
+                        "courier: connect attempt failed"
+                    );
                     if fail_fast && !ever_connected {
                         if let Some(first) = self.first.take() {
                             let _ = first.send(Err(error));
@@ -188,9 +195,13 @@ impl Driver {
             ));
         }
         // Safe to cancel: until CONNACK, the engine keeps no connection state.
-        match timeout(b.connect_timeout, self.engine.connect(&self.shared.opts)).await {
-            Err(_) => Err(ConnectError::Timeout(b.connect_timeout)),
-            Ok(result) => result.map_err(classify),
+        let opts = &self.shared.opts;
+        match timeout(b.connect_timeout, self.engine.connect(opts)).await {
+            Err(_) => Err(ConnectError::Timeout {
+                broker: opts.broker(),
+                timeout: b.connect_timeout,
+            }),
+            Ok(result) => result.map_err(|error| classify(error, opts.broker())),
         }
     }
 
@@ -290,7 +301,13 @@ impl Driver {
     }
 
     fn on_connection_lost(&mut self, reason: String) {
-        tracing::warn!(%reason, "courier: connection lost");
+        let opts = &self.shared.opts;
+        tracing::warn!(
+            client_id = %opts.builder.client_id,
+            broker = %opts.broker(),
+            %reason,
+            "courier: connection lost"
+        );
         // Events rumqttc buffered before the failure belong to the old connection
         // (rumqttc keeps them across `clean()`): account for them now, or the first
         // poll after the next CONNACK would map them onto the replayed requests.
@@ -495,23 +512,55 @@ fn settle(settled: Option<Settled>) -> Next {
     }
 }
 
-fn classify(error: LinkError) -> ConnectError {
+/// The [`ConnectError`] for why an attempt to connect to `broker` failed.
+fn classify(error: LinkError, broker: String) -> ConnectError {
     match error {
-        LinkError::Refused(code) => ConnectError::Refused(match code {
-            ConnectReturnCode::RefusedProtocolVersion => RefusedReason::UnacceptableProtocolVersion,
-            ConnectReturnCode::BadClientId => RefusedReason::IdentifierRejected,
-            ConnectReturnCode::ServiceUnavailable => RefusedReason::ServerUnavailable,
-            ConnectReturnCode::BadUserNamePassword => RefusedReason::BadUserNamePassword,
-            ConnectReturnCode::NotAuthorized | ConnectReturnCode::Success => {
-                RefusedReason::NotAuthorized
-            }
-        }),
-        LinkError::Dns { host, source } => ConnectError::Dns { host, source },
-        LinkError::Io(e) => ConnectError::Tcp(e),
+        LinkError::Refused(code) => ConnectError::Refused {
+            broker,
+            reason: match code {
+                ConnectReturnCode::RefusedProtocolVersion => {
+                    RefusedReason::UnacceptableProtocolVersion
+                }
+                ConnectReturnCode::BadClientId => RefusedReason::IdentifierRejected,
+                ConnectReturnCode::ServiceUnavailable => RefusedReason::ServerUnavailable,
+                ConnectReturnCode::BadUserNamePassword => RefusedReason::BadUserNamePassword,
+                ConnectReturnCode::NotAuthorized | ConnectReturnCode::Success => {
+                    RefusedReason::NotAuthorized
+                }
+            },
+        },
+        LinkError::Dns { source, .. } => ConnectError::Dns { broker, source },
+        LinkError::Io(source) => ConnectError::Tcp { broker, source },
         #[cfg(feature = "tls")]
-        LinkError::Tls(e) => ConnectError::Tls(Box::new(e)),
-        other => ConnectError::Protocol(Box::new(other)),
+        LinkError::Tls(e) => ConnectError::Tls {
+            broker,
+            source: unwrap_io(e),
+        },
+        LinkError::NotMqtt(first_bytes) => ConnectError::NotMqtt {
+            broker,
+            first_bytes,
+        },
+        LinkError::ClosedBeforeConnAck(source) => {
+            ConnectError::ClosedBeforeConnAck { broker, source }
+        }
+        other => ConnectError::Protocol {
+            broker,
+            source: Box::new(other),
+        },
     }
+}
+
+/// The error an `io::Error` wraps (e.g. a `rustls::Error`), so that it is the source
+/// one can downcast; the `io::Error` itself when it wraps none.
+#[cfg(feature = "tls")]
+fn unwrap_io(error: std::io::Error) -> crate::error::BoxError {
+    if error.get_ref().is_none() {
+        return Box::new(error);
+    }
+    let kind = error.kind();
+    error
+        .into_inner()
+        .unwrap_or_else(|| Box::new(std::io::Error::from(kind)))
 }
 
 /// How the client ended, which decides what its unfinished publishes fail with.

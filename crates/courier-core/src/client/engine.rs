@@ -34,6 +34,12 @@ use super::requests::RequestQueue;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 4 * 1024;
+/// A CONNACK: its fixed header (type 2, no flags; two bytes follow), then the
+/// session-present flag and the return code.
+const CONNACK_HEAD: [u8; 2] = [0x20, 0x02];
+const CONNACK_LEN: usize = 4;
+/// The most of a peer's non-MQTT answer kept for the error.
+const NOT_MQTT_PREVIEW: usize = 64;
 
 /// Why the connection (or an attempt at one) ended.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +57,19 @@ pub(crate) enum LinkError {
     Tls(#[source] io::Error),
     #[error("broker refused the connection: {0:?}")]
     Refused(ConnectReturnCode),
-    #[error("expected CONNACK, got {0:?}")]
-    NotConnAck(Box<Packet>),
+    /// The peer's answer to CONNECT is no CONNACK: its first bytes.
+    #[error("not an MQTT broker: it answered CONNECT with \"{}\"", .0.escape_ascii())]
+    NotMqtt(Vec<u8>),
     #[error("malformed packet from the broker: {0:?}")]
     Decode(rumqttc::Error),
     #[error("protocol state: {0}")]
     State(#[from] StateError),
     #[error("connection closed by the broker")]
     Closed,
+    /// The connection ended between TCP (and TLS) and CONNACK: closed, or broken
+    /// with the error.
+    #[error("connection ended before CONNACK")]
+    ClosedBeforeConnAck(#[source] Option<io::Error>),
     #[error("write did not complete within {0:?}")]
     WriteTimeout(Duration),
     #[error("no PINGRESP within the keep-alive period")]
@@ -197,17 +208,14 @@ impl Engine {
             retain: will.retain,
         });
         link.encode(&Packet::Connect(connect), self.max_packet_size)?;
-        link.socket.write_all_buf(&mut link.write).await?;
-        link.socket.flush().await?;
-        let ack: ConnAck = loop {
-            if let Some(packet) = link.next_packet(self.max_packet_size)? {
-                match packet {
-                    Packet::ConnAck(ack) => break ack,
-                    other => return Err(LinkError::NotConnAck(Box::new(other))),
-                }
-            }
-            link.fill().await?;
-        };
+        let ack = link
+            .handshake(self.max_packet_size)
+            .await
+            .map_err(|error| match error {
+                LinkError::Io(e) => LinkError::ClosedBeforeConnAck(Some(e)),
+                LinkError::Closed => LinkError::ClosedBeforeConnAck(None),
+                other => other,
+            })?;
         if ack.code != ConnectReturnCode::Success {
             return Err(LinkError::Refused(ack.code));
         }
@@ -456,6 +464,43 @@ impl Link {
         if std::mem::take(&mut self.unanswered_read) && answer_due {
             self.socket.ack_now();
         }
+    }
+
+    /// Send the CONNECT queued and read its answer.
+    async fn handshake(&mut self, max: usize) -> Result<ConnAck, LinkError> {
+        self.drain().await?;
+        self.read_connack(max).await
+    }
+
+    /// Read the answer to CONNECT. The broker's first packet must be CONNACK
+    /// [MQTT-3.2.0-1], whose bytes are known but for the last two: a peer that sends
+    /// anything else is not an MQTT broker, and is reported as soon as its first bytes
+    /// show it (a web server that keeps the connection open is no timeout).
+    async fn read_connack(&mut self, max: usize) -> Result<ConnAck, LinkError> {
+        loop {
+            let head = &self.read[..self.read.len().min(CONNACK_HEAD.len())];
+            if !CONNACK_HEAD.starts_with(head) {
+                return Err(self.not_mqtt());
+            }
+            if self.read.len() >= CONNACK_LEN {
+                // Parsing consumes the bytes: keep them for the error.
+                let not_mqtt = self.not_mqtt();
+                return match self.next_packet(max) {
+                    Ok(Some(Packet::ConnAck(ack))) => Ok(ack),
+                    _ => Err(not_mqtt),
+                };
+            }
+            match self.fill().await {
+                Err(LinkError::Closed) if !self.read.is_empty() => return Err(self.not_mqtt()),
+                filled => filled?,
+            }
+        }
+    }
+
+    /// The peer's answer so far, as a [`LinkError::NotMqtt`].
+    fn not_mqtt(&self) -> LinkError {
+        let shown = self.read.len().min(NOT_MQTT_PREVIEW);
+        LinkError::NotMqtt(self.read[..shown].to_vec())
     }
 
     fn next_packet(&mut self, max: usize) -> Result<Option<Packet>, LinkError> {

@@ -95,6 +95,13 @@ pub enum Event {
     },
     /// The client stopped.
     Stopped,
+    /// This reader fell more than 1,024 events behind and missed the `missed` oldest;
+    /// yielded by [`EventStream`] in their place. Callbacks set with the builder see
+    /// every event and never this one.
+    Lagged {
+        /// How many events this reader missed.
+        missed: u64,
+    },
 }
 
 impl fmt::Display for Event {
@@ -129,12 +136,23 @@ impl fmt::Display for Event {
                 )
             }
             Event::Stopped => f.write_str("stopped"),
+            Event::Lagged { missed } => {
+                write!(f, "{missed} events missed: the reader fell behind")
+            }
         }
     }
 }
 
+/// How many events a reader of [`EventStream`] may fall behind before it misses
+/// some. A failed attempt makes two events: this holds those of over 500 attempts,
+/// four minutes of an outage at the test suite's 50 ms to 500 ms backoff (the former
+/// 16 lasted under 4 s) and far longer at the default backoff. The cost is bounded:
+/// at most 1,024 small events per client.
+pub(crate) const EVENT_BUFFER: usize = 1024;
+
 /// A stream of [`Event`]s from the moment it was created. A reader that falls more
-/// than 16 events behind skips the oldest.
+/// than 1,024 events behind misses the oldest, and is told how many with an
+/// [`Event::Lagged`] in their place.
 #[derive(Debug)]
 pub struct EventStream {
     inner: BroadcastStream<Event>,
@@ -152,13 +170,42 @@ impl Stream for EventStream {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) => continue,
-                Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
+        Pin::new(&mut self.inner).poll_next(cx).map(|next| {
+            next.map(|received| match received {
+                Ok(event) => event,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Event::Lagged { missed },
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lagging_reader_is_told_how_many_events_it_missed() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut events = EventStream::new(rx);
+        for attempt in 1..=5 {
+            tx.send(Event::Reconnecting {
+                attempt,
+                delay: Duration::ZERO,
+            })
+            .unwrap();
         }
+        drop(tx);
+        let read: Vec<String> = events.by_ref().map(|e| e.to_string()).collect().await;
+        assert_eq!(
+            read,
+            [
+                "3 events missed: the reader fell behind",
+                "reconnect attempt 4 in 0ns",
+                "reconnect attempt 5 in 0ns",
+            ]
+        );
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::consumers::Consumers;
 use super::driver::{Driver, Ending, finish};
 use super::engine::Engine;
-use super::events::ConnectionState;
+use super::events::{ConnectionState, EVENT_BUFFER};
 use super::inbound::Inbound;
 use super::middleware::{
     BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply,
@@ -55,7 +55,7 @@ fn spawn(
     let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
     let (state, _) = watch::channel(ConnectionState::Connecting);
-    let (events, _) = broadcast::channel(16);
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
     let consumers = Arc::new(Consumers::default());
     let shared = Arc::new(Shared {
         outbound: Mutex::new(Outbound::new(

@@ -253,7 +253,13 @@ impl Client {
             .refused
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Err(refused.map_or(crate::ConnectError::Closed, crate::ConnectError::Refused))
+        Err(match refused {
+            Some(reason) => crate::ConnectError::Refused {
+                broker: self.shared.opts.broker(),
+                reason,
+            },
+            None => crate::ConnectError::Closed,
+        })
     }
 
     /// Whether the broker kept this client's session (its subscriptions and queued
@@ -302,7 +308,7 @@ impl Client {
     pub fn info(&self) -> ClientInfo {
         let b = &self.shared.opts.builder;
         ClientInfo {
-            addresses: vec![format!("{}:{}", self.shared.opts.host, b.port)],
+            addresses: vec![self.shared.opts.broker()],
             client_id: b.client_id.clone(),
             username: self
                 .shared
@@ -330,12 +336,10 @@ impl Client {
         self.shared.outbound().publishes_in_flight()
     }
 
-    /// The broker address (`host:port`) this client connects to.
+    /// The broker address (`host:port`, an IPv6 host in brackets) this client
+    /// connects to.
     pub fn address(&self) -> String {
-        format!(
-            "{}:{}",
-            self.shared.opts.host, self.shared.opts.builder.port
-        )
+        self.shared.opts.broker()
     }
 
     /// Unsubscribe from `filters`: every local subscription on them ends, and the

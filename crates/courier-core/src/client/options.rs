@@ -699,6 +699,18 @@ pub(crate) struct ValidOptions {
     pub(crate) builder: ClientBuilder,
 }
 
+impl ValidOptions {
+    /// The broker as errors and logs name it: `host:port`, an IPv6 host in brackets.
+    pub(crate) fn broker(&self) -> String {
+        let port = self.builder.port;
+        if self.host.contains(':') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+}
+
 fn parse_url(url: &str) -> Result<(String, u16, bool), &'static str> {
     let (scheme, rest) = url
         .split_once("://")
