@@ -19,6 +19,7 @@ async fn connect_resolves_after_connack() {
     assert_eq!(c.state(), ConnectionState::Connected);
     let info = serde_json::to_value(c.info()).unwrap();
     assert_eq!(info["connected"], true);
+    assert_eq!(info["session_present"], false, "a clean session");
     assert_eq!(
         info["addresses"][0],
         format!("{}:{}", broker.host(), broker.port())

@@ -21,6 +21,9 @@ pub struct ClientInfo {
     pub auto_reconnect: bool,
     /// Whether the client is connected now.
     pub connected: bool,
+    /// Whether the broker kept the session at the latest connect (`None` before the
+    /// first).
+    pub session_present: Option<bool>,
     /// Subscribed filters and their QoS.
     pub subscriptions: BTreeMap<String, u8>,
     /// Publishes waiting for an acknowledgement.

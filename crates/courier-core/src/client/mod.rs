@@ -319,6 +319,7 @@ impl Client {
             clean_session: b.clean_session,
             auto_reconnect: b.auto_reconnect,
             connected: self.is_connected(),
+            session_present: self.session_present(),
             subscriptions: self
                 .shared
                 .router_read()
