@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 use courier::{Client, ConnectError, TlsConfig};
-use courier_integration_tests::{BrokerOptions, broker_with, client_id, mosquitto_mode, recv_n};
+use courier_integration_tests::{
+    BrokerOptions, TestBroker, broker_with, client_id, mosquitto_mode, recv_n,
+};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 struct Pki {
@@ -41,12 +43,9 @@ fn pki() -> Pki {
     }
 }
 
-#[tokio::test]
-async fn tls_connects_with_the_right_ca_and_refuses_another() {
-    if !mosquitto_mode("tls_connects_with_the_right_ca_and_refuses_another") {
-        return;
-    }
-    let pki = pki();
+/// A Mosquitto with a TLS listener (certificates from `pki`) beside its plain one;
+/// returns it and the TLS port.
+async fn tls_broker(pki: &Pki) -> (TestBroker, u16) {
     let tls_port = courier_testkit::free_port().unwrap();
     let d = pki.dir.display();
     let broker = broker_with(
@@ -57,6 +56,16 @@ async fn tls_connects_with_the_right_ca_and_refuses_another() {
             .config_line(format!("keyfile {d}/server.key")),
     )
     .await;
+    (broker, tls_port)
+}
+
+#[tokio::test]
+async fn tls_connects_with_the_right_ca_and_refuses_another() {
+    if !mosquitto_mode("tls_connects_with_the_right_ca_and_refuses_another") {
+        return;
+    }
+    let pki = pki();
+    let (broker, tls_port) = tls_broker(&pki).await;
 
     let secure = Client::builder()
         .address("localhost", tls_port)
@@ -94,16 +103,7 @@ async fn tls_errors_name_the_broker_and_the_reason() {
         return;
     }
     let pki = pki();
-    let tls_port = courier_testkit::free_port().unwrap();
-    let d = pki.dir.display();
-    let broker = broker_with(
-        BrokerOptions::new()
-            .config_line(format!("listener {tls_port} 127.0.0.1"))
-            .config_line(format!("cafile {d}/ca.pem"))
-            .config_line(format!("certfile {d}/server.pem"))
-            .config_line(format!("keyfile {d}/server.key")),
-    )
-    .await;
+    let (broker, tls_port) = tls_broker(&pki).await;
     let builder = || {
         Client::builder()
             .address("localhost", tls_port)
