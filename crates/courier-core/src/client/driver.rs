@@ -109,7 +109,12 @@ impl Driver {
                     if let Some(reason) =
                         refused.filter(|_| !self.shared.opts.builder.retry_refused)
                     {
-                        tracing::warn!(%reason, "courier: the broker refused the connection; not retrying (retry_refused is off)");
+                        tracing::warn!(
+                            client_id = %opts.builder.client_id,
+                            broker = %opts.broker(),
+                            %reason,
+                            "courier: the broker refused the connection; not retrying (retry_refused is off)"
+                        );
                         *self
                             .shared
                             .refused
@@ -433,9 +438,7 @@ impl Driver {
         }
         next
     }
-}
 
-impl Driver {
     /// A message no subscription matched: held for one to come, given to the
     /// fallback handler, or reported and acknowledged.
     fn on_unmatched(&mut self, message: Message, pkid: u16, wire: WireQoS) -> Next {
