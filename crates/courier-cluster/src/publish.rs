@@ -115,7 +115,11 @@ impl ClusterPublish<'_> {
                     return Ok(());
                 }
                 Some(Err(
-                    PublishError::Closed | PublishError::ConnectionLost | PublishError::SessionLost,
+                    PublishError::Closed
+                    | PublishError::StoppedInFlight
+                    | PublishError::Aborted
+                    | PublishError::ConnectionLost
+                    | PublishError::SessionLost,
                 )) => {
                     tracing::debug!(client_id = %conn.meta.client_id, "courier-cluster: connection closed under a publish; re-sending");
                     tried.push(conn.meta.id);
