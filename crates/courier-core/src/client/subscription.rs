@@ -317,9 +317,8 @@ async fn subscribe(
         router.claim_held(&routes);
         // The broker keeps one subscription per filter, replaced by each SUBSCRIBE:
         // ask for the highest QoS any local subscription on the filter wants.
-        let granted = router.subscriptions();
         let packet = rumqttc::Subscribe::new_many(parsed.iter().map(|(f, q)| {
-            let qos = granted.get(f.as_str()).copied().unwrap_or(*q);
+            let qos = router.highest_qos(f.as_str()).unwrap_or(*q);
             rumqttc::SubscribeFilter::new(f.as_str().to_owned(), wire_qos(qos))
         }));
         (

@@ -1,6 +1,10 @@
 //! Routing incoming messages to the subscriptions whose filters match, and holding
 //! the messages no subscription matches yet.
 //!
+//! Routes are indexed by filter level ([`index`]), so routing a message and adding
+//! or removing a subscription cost the topic's depth, not the number of
+//! subscriptions.
+//!
 //! A persistent session's broker sends what it queued for the client right after
 //! CONNACK, before the application had a chance to subscribe again. Such a message
 //! is held, unacknowledged, for the hold period after the first connection (the
@@ -8,123 +12,20 @@
 //! that period it goes to the fallback handler (`unrouted_handler`), or, without
 //! one, is acknowledged and reported as `Event::Unrouted`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod index;
+mod queue;
 
-use tokio::sync::mpsc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
 use tokio::time::Instant;
 
-use super::consumers::Consumers;
-use super::inbound::AckToken;
-use crate::message::Message;
 use crate::qos::QoS;
 use crate::topic::TopicFilter;
-
-/// A message on its way to one subscription.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    pub(crate) message: Message,
-    /// Dropping it tells the broker (in order) that this subscription is done.
-    pub(crate) ack: Option<AckToken>,
-}
-
-/// The sending end of one subscription's queue.
-#[derive(Debug, Clone)]
-pub(crate) struct Sink {
-    tx: mpsc::UnboundedSender<Delivery>,
-    queued: Arc<AtomicUsize>,
-    dropped: Arc<AtomicU64>,
-    capacity: usize,
-    label: Arc<str>,
-}
-
-/// The receiving end: a handler task or a `Subscription` stream. It ends when the
-/// client stops delivering (the consumers' gate closes), leaving what is queued
-/// unconsumed.
-#[derive(Debug)]
-pub(crate) struct Source {
-    rx: mpsc::UnboundedReceiver<Delivery>,
-    queued: Arc<AtomicUsize>,
-    gate: Arc<Consumers>,
-}
-
-/// A subscription's queue. QoS 1/2 deliveries are always accepted (the broker's
-/// in-flight window bounds them, since they are acknowledged only once consumed);
-/// QoS 0 deliveries beyond `capacity` are dropped.
-pub(crate) fn queue(capacity: usize, label: &str, gate: Arc<Consumers>) -> (Sink, Source) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    (
-        Sink {
-            tx,
-            queued: queued.clone(),
-            dropped: Arc::new(AtomicU64::new(0)),
-            capacity,
-            label: label.into(),
-        },
-        Source { rx, queued, gate },
-    )
-}
-
-/// Outcome of offering a QoS 0 message to a full queue.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Offer {
-    Queued,
-    /// Dropped; carries the running count when it is worth an event (1st, then every
-    /// 1000th drop since the last report).
-    Dropped(Option<u64>),
-}
-
-impl Sink {
-    pub(crate) fn offer(&self, delivery: Delivery) -> Offer {
-        if delivery.ack.is_none() && self.queued.load(Ordering::Relaxed) >= self.capacity {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            return Offer::Dropped((n == 1 || n % 1000 == 0).then_some(n));
-        }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(delivery).is_err() {
-            // The consumer is gone; the delivery (and its ack token) dropped with it.
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            self.dropped.store(0, Ordering::Relaxed);
-        }
-        Offer::Queued
-    }
-
-    /// The subscription's filters, for events.
-    pub(crate) fn label(&self) -> &str {
-        &self.label
-    }
-
-    fn same_queue(&self, other: &Sink) -> bool {
-        Arc::ptr_eq(&self.queued, &other.queued)
-    }
-}
-
-impl Source {
-    pub(crate) fn poll_recv(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Delivery>> {
-        if self.gate.is_closed() {
-            return std::task::Poll::Ready(None);
-        }
-        let polled = self.rx.poll_recv(cx);
-        if let std::task::Poll::Ready(Some(_)) = &polled {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    pub(crate) async fn recv(&mut self) -> Option<Delivery> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-}
+use index::FilterIndex;
+pub(crate) use queue::{Delivery, Offer, Sink, Source, queue};
 
 #[derive(Debug)]
 struct Route {
-    id: u64,
     filter: TopicFilter,
     qos: QoS,
     sink: Sink,
@@ -134,7 +35,11 @@ struct Route {
 /// subscription per filter, at the highest QoS asked for.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
-    routes: Vec<Route>,
+    routes: HashMap<u64, Route>,
+    /// The route ids of each filter (as sent to the broker).
+    by_filter: HashMap<String, Vec<u64>>,
+    /// The routes by the part of their filter that topics match.
+    index: FilterIndex,
     next_id: u64,
     /// Messages no subscription matched, unacknowledged, oldest first.
     held: VecDeque<Delivery>,
@@ -166,35 +71,56 @@ pub(crate) enum Unmatched {
 impl Router {
     pub(crate) fn add(&mut self, filter: TopicFilter, qos: QoS, sink: Sink) -> u64 {
         self.next_id += 1;
-        self.routes.push(Route {
-            id: self.next_id,
-            filter,
-            qos,
-            sink,
-        });
-        self.next_id
+        let id = self.next_id;
+        self.index.insert(filter.matching_filter(), id);
+        self.by_filter
+            .entry(filter.as_str().to_owned())
+            .or_default()
+            .push(id);
+        self.routes.insert(id, Route { filter, qos, sink });
+        id
     }
 
     /// Remove the routes `ids`; returns the filters no route uses any more.
     pub(crate) fn remove(&mut self, ids: &[u64]) -> Vec<String> {
-        let mut removed: Vec<String> = Vec::new();
-        self.routes.retain(|r| {
-            let drop = ids.contains(&r.id);
-            if drop {
-                removed.push(r.filter.as_str().to_owned());
+        let mut unused = Vec::new();
+        for id in ids {
+            let Some(route) = self.routes.remove(id) else {
+                continue;
+            };
+            self.index.remove(route.filter.matching_filter(), *id);
+            let filter = route.filter.as_str();
+            if let Some(left) = self.by_filter.get_mut(filter) {
+                left.retain(|other| other != id);
+                if left.is_empty() {
+                    self.by_filter.remove(filter);
+                    unused.push(filter.to_owned());
+                }
             }
-            !drop
-        });
-        removed.sort();
-        removed.dedup();
-        removed.retain(|f| !self.routes.iter().any(|r| r.filter.as_str() == f));
-        removed
+        }
+        unused
     }
 
     /// Remove every route of these filters.
     pub(crate) fn remove_filters(&mut self, filters: &[String]) {
-        self.routes
-            .retain(|r| !filters.iter().any(|f| f == r.filter.as_str()));
+        for filter in filters {
+            let ids = self
+                .by_filter
+                .get(filter.as_str())
+                .cloned()
+                .unwrap_or_default();
+            self.remove(&ids);
+        }
+    }
+
+    /// The highest QoS the local subscriptions on `filter` ask for.
+    pub(crate) fn highest_qos(&self, filter: &str) -> Option<QoS> {
+        self.by_filter
+            .get(filter)?
+            .iter()
+            .filter_map(|id| self.routes.get(id))
+            .map(|route| route.qos)
+            .max()
     }
 
     pub(crate) fn clear(&mut self) {
@@ -208,6 +134,8 @@ impl Router {
     pub(crate) fn close(&mut self) {
         self.closed = true;
         self.routes.clear();
+        self.by_filter.clear();
+        self.index.clear();
         self.fallback = None;
     }
 
@@ -233,11 +161,11 @@ impl Router {
         if self.closed {
             return Unmatched::Stopping;
         }
-        if let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| r.filter.matches(delivery.message.topic()))
-        {
+        let mut first = None;
+        self.index.matches(delivery.message.topic(), &mut |id| {
+            first = first.or(Some(id));
+        });
+        if let Some(route) = first.and_then(|id| self.routes.get(&id)) {
             return Unmatched::Routed(route.sink.offer(delivery));
         }
         if self.hold_until.is_some_and(|until| now < until) {
@@ -261,11 +189,7 @@ impl Router {
         if self.held.is_empty() {
             return;
         }
-        let claiming: Vec<&Route> = self
-            .routes
-            .iter()
-            .filter(|r| routes.contains(&r.id))
-            .collect();
+        let claiming: Vec<&Route> = routes.iter().filter_map(|id| self.routes.get(id)).collect();
         let mut unclaimed = VecDeque::with_capacity(self.held.len());
         for delivery in self.held.drain(..) {
             let topic = delivery.message.topic();
@@ -312,32 +236,33 @@ impl Router {
 
     /// Each subscribed filter with the highest QoS asked for it.
     pub(crate) fn subscriptions(&self) -> BTreeMap<String, QoS> {
-        let mut map = BTreeMap::new();
-        for r in &self.routes {
-            let qos = map.entry(r.filter.as_str().to_owned()).or_insert(r.qos);
-            *qos = (*qos).max(r.qos);
-        }
-        map
+        self.by_filter
+            .keys()
+            .filter_map(|filter| Some((filter.clone(), self.highest_qos(filter)?)))
+            .collect()
     }
 
     /// The distinct queues whose filters match `topic`.
     pub(crate) fn matching(&self, topic: &str, out: &mut Vec<Sink>) {
         out.clear();
-        for r in &self.routes {
-            if r.filter.matches(topic) && !out.iter().any(|s| s.same_queue(&r.sink)) {
-                out.push(r.sink.clone());
+        self.index.matches(topic, &mut |id| {
+            if let Some(route) = self.routes.get(&id) {
+                if !out.iter().any(|s| s.same_queue(&route.sink)) {
+                    out.push(route.sink.clone());
+                }
             }
-        }
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
     use crate::codec::JsonCodec;
-    use crate::message::MessageParts;
+    use crate::message::{Message, MessageParts};
 
     fn msg(topic: &str) -> Message {
         Message::from_parts(MessageParts::new(topic, "x"), Arc::new(JsonCodec))
@@ -380,45 +305,6 @@ mod tests {
         assert!(router.subscriptions().is_empty());
     }
 
-    #[test]
-    fn full_queues_drop_qos0_only() {
-        let (sink, mut source) = queue(1, "t", Arc::default());
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Queued
-        );
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Dropped(Some(1))
-        );
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Dropped(None)
-        );
-        let waker = futures_util::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(matches!(
-            source.poll_recv(&mut cx),
-            std::task::Poll::Ready(Some(_))
-        ));
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Queued
-        );
-    }
-
     fn unmatched(router: &mut Router, topic: &str, now: Instant) -> Unmatched {
         let delivery = Delivery {
             message: msg(topic),
@@ -442,7 +328,7 @@ mod tests {
         let route = router.add(filter("q/+"), QoS::AtLeastOnce, sink);
         router.claim_held(&[route]);
         let mut got = Vec::new();
-        while let Ok(delivery) = source.rx.try_recv() {
+        while let Ok(delivery) = source.try_recv() {
             got.push(delivery.message.topic().to_owned());
         }
         assert_eq!(got, ["q/1", "q/2"], "in arrival order");
@@ -472,7 +358,7 @@ mod tests {
             unmatched(&mut router, "c", later),
             Unmatched::Fallback(Offer::Queued)
         ));
-        assert!(source.rx.try_recv().is_ok());
+        assert!(source.try_recv().is_ok());
         router.close();
         assert!(matches!(
             unmatched(&mut router, "d", later),

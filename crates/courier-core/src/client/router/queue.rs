@@ -1,0 +1,168 @@
+//! A subscription's queue: the [`Sink`] the driver offers deliveries to, and the
+//! [`Source`] a handler task or a `Subscription` stream reads them from.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::super::consumers::Consumers;
+use super::super::inbound::AckToken;
+use crate::message::Message;
+
+/// A message on its way to one subscription.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) message: Message,
+    /// Dropping it tells the broker (in order) that this subscription is done.
+    pub(crate) ack: Option<AckToken>,
+}
+
+/// The sending end of one subscription's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    tx: mpsc::UnboundedSender<Delivery>,
+    queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+    capacity: usize,
+    label: Arc<str>,
+}
+
+/// The receiving end: a handler task or a `Subscription` stream. It ends when the
+/// client stops delivering (the consumers' gate closes), leaving what is queued
+/// unconsumed.
+#[derive(Debug)]
+pub(crate) struct Source {
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    queued: Arc<AtomicUsize>,
+    gate: Arc<Consumers>,
+}
+
+/// A subscription's queue. QoS 1/2 deliveries are always accepted (the broker's
+/// in-flight window bounds them, since they are acknowledged only once consumed);
+/// QoS 0 deliveries beyond `capacity` are dropped.
+pub(crate) fn queue(capacity: usize, label: &str, gate: Arc<Consumers>) -> (Sink, Source) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Sink {
+            tx,
+            queued: queued.clone(),
+            dropped: Arc::new(AtomicU64::new(0)),
+            capacity,
+            label: label.into(),
+        },
+        Source { rx, queued, gate },
+    )
+}
+
+/// Outcome of offering a QoS 0 message to a full queue.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Queued,
+    /// Dropped; carries the running count when it is worth an event (1st, then every
+    /// 1000th drop since the last report).
+    Dropped(Option<u64>),
+}
+
+impl Sink {
+    pub(crate) fn offer(&self, delivery: Delivery) -> Offer {
+        if delivery.ack.is_none() && self.queued.load(Ordering::Relaxed) >= self.capacity {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            return Offer::Dropped((n == 1 || n % 1000 == 0).then_some(n));
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(delivery).is_err() {
+            // The consumer is gone; the delivery (and its ack token) dropped with it.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.dropped.store(0, Ordering::Relaxed);
+        }
+        Offer::Queued
+    }
+
+    /// The subscription's filters, for events.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(crate) fn same_queue(&self, other: &Sink) -> bool {
+        Arc::ptr_eq(&self.queued, &other.queued)
+    }
+}
+
+impl Source {
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        if self.gate.is_closed() {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(_)) = &polled {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    /// The next delivery if one is queued (for tests).
+    #[cfg(test)]
+    pub(crate) fn try_recv(&mut self) -> Result<Delivery, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    pub(crate) async fn recv(&mut self) -> Option<Delivery> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::JsonCodec;
+    use crate::message::MessageParts;
+
+    fn msg(topic: &str) -> Message {
+        Message::from_parts(MessageParts::new(topic, "x"), Arc::new(JsonCodec))
+    }
+
+    #[test]
+    fn full_queues_drop_qos0_only() {
+        let (sink, mut source) = queue(1, "t", Arc::default());
+        assert_eq!(
+            sink.offer(Delivery {
+                message: msg("a"),
+                ack: None
+            }),
+            Offer::Queued
+        );
+        assert_eq!(
+            sink.offer(Delivery {
+                message: msg("a"),
+                ack: None
+            }),
+            Offer::Dropped(Some(1))
+        );
+        assert_eq!(
+            sink.offer(Delivery {
+                message: msg("a"),
+                ack: None
+            }),
+            Offer::Dropped(None)
+        );
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(matches!(
+            source.poll_recv(&mut cx),
+            std::task::Poll::Ready(Some(_))
+        ));
+        assert_eq!(
+            sink.offer(Delivery {
+                message: msg("a"),
+                ack: None
+            }),
+            Offer::Queued
+        );
+    }
+}
