@@ -323,3 +323,58 @@ pub(crate) async fn open_idle(port: u16, conns: usize) -> BoxResult<Vec<Client>>
     }
     Ok(clients)
 }
+
+/// (10) `subs` subscriptions made at once, one SUBSCRIBE each, each with a counting
+/// handler; then 16 tasks publish `n` QoS 1 messages spread over their topics. The
+/// subscribe rate, and the delivery rate through `subs` routes.
+pub(crate) async fn routes(ctx: &Ctx, subs: usize, n: u64) -> BoxResult<Vec<Measure>> {
+    let base = ctx.topic("routes");
+    let client = builder(ctx, "routes-sub").connect().await?;
+    let progress = Arc::new(Progress::new(n));
+    let started = Instant::now();
+    let handles = futures_util::future::try_join_all((0..subs).map(|i| {
+        let progress = progress.clone();
+        client
+            .subscribe(format!("{base}/{i}"))
+            .qos(QoS::AtLeastOnce)
+            .handler(move |_client: Client, _msg: Message| {
+                let progress = progress.clone();
+                async move {
+                    progress.hit();
+                }
+            })
+    }))
+    .await?;
+    let subscribe_rate = subs as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let tasks = 16;
+    let publisher = builder(ctx, "routes-pub")
+        .max_inflight(tasks as u16)
+        .connect()
+        .await?;
+    let body = payload(64);
+    let clock = Clock::start(ctx.broker_pid)?;
+    let publishers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (publisher, base, body) = (publisher.clone(), base.clone(), body.clone());
+            tokio::spawn(async move {
+                for k in 0..share(n, tasks, task) {
+                    let topic = format!("{base}/{}", (k as usize * tasks + task) % subs);
+                    publisher.publish(topic, body.clone()).await?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    join(publishers).await?;
+    progress.wait(DRAIN).await;
+    let got = progress.count();
+    let mut out = clock.finish(got, None)?;
+    out.push(m(Metric::SubscribeRate, subscribe_rate));
+    publisher.stop().await;
+    client.stop().await;
+    drop(handles);
+    if got < n {
+        return Err(format!("courier routes: {got} of {n} messages").into());
+    }
+    Ok(out)
+}

@@ -15,7 +15,7 @@
 //! - `--conns N` (`COURIER_BENCH_CONNS`, default 1000): connections of the memory
 //!   workload.
 //! - `--only a,b` (`COURIER_BENCH_ONLY`): workload groups among qos0, qos1, qos2,
-//!   unordered, rtt, e2e, dispatch, memory, payload, defaults, burst; `qos1:16`
+//!   unordered, rtt, e2e, dispatch, memory, payload, defaults, burst, routes; `qos1:16`
 //!   selects one task count.
 //! - `--workers N` (`COURIER_BENCH_WORKERS`): Tokio worker threads (default: one per
 //!   core).
@@ -62,7 +62,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: courier-bench [--quick] [--rounds N] [--scale F] [--conns N] \
-                     [--only qos0,qos1,qos2,unordered,rtt,e2e,dispatch,memory,payload,defaults,burst] \
+                     [--only qos0,qos1,qos2,unordered,rtt,e2e,dispatch,memory,payload,defaults,burst,routes] \
                      [--side courier|raw] [--workers N] [--broker-nodelay]";
 
 fn parse_args(args: &[String]) -> BoxResult<Args> {

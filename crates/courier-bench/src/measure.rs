@@ -19,6 +19,8 @@ pub(crate) struct Measure {
 pub(crate) enum Metric {
     /// Messages per second (higher is better).
     Rate,
+    /// Subscriptions made per second, each with its own SUBSCRIBE (higher is better).
+    SubscribeRate,
     /// Messages lost, percent.
     LossPct,
     /// Latency, median, microseconds.
@@ -39,6 +41,7 @@ impl Metric {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Metric::Rate => "msg/s",
+            Metric::SubscribeRate => "subscriptions/s",
             Metric::LossPct => "loss %",
             Metric::P50Us => "p50 µs",
             Metric::P99Us => "p99 µs",

@@ -384,3 +384,75 @@ pub(crate) async fn open_idle(port: u16, conns: usize) -> BoxResult<Vec<AsyncCli
     }
     Ok(clients)
 }
+
+/// (10) `subs` filters subscribed through one pipelined client (one SUBSCRIBE each,
+/// counting SUBACKs), then `n` QoS 1 messages over their topics from a pipelined
+/// publisher with 16 in flight, counted in the subscriber's event loop (rumqttc has
+/// no routing: the application would do it).
+pub(crate) async fn routes(ctx: &Ctx, subs: usize, n: u64) -> BoxResult<Vec<Measure>> {
+    let base = ctx.topic("routes");
+    let (sub_client, mut sub_loop) = connect(options(ctx, ctx.id("routes-sub")), 100, true).await?;
+    let started = Instant::now();
+    let subscriber = {
+        let (client, base) = (sub_client.clone(), base.clone());
+        tokio::spawn(async move {
+            for i in 0..subs {
+                client
+                    .subscribe(format!("{base}/{i}"), QoS::AtLeastOnce)
+                    .await?;
+            }
+            Ok::<_, rumqttc::ClientError>(())
+        })
+    };
+    let mut acked = 0;
+    while acked < subs {
+        if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await? {
+            acked += 1;
+        }
+    }
+    subscriber.await??;
+    let subscribe_rate = subs as f64 / started.elapsed().as_secs_f64().max(1e-9);
+
+    let tasks = 16;
+    let mut opts = options(ctx, ctx.id("routes-pub"));
+    opts.set_inflight(tasks as u16);
+    let (client, eventloop) = connect(opts, tasks, true).await?;
+    let clock = Clock::start(ctx.broker_pid)?;
+    let publisher = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let body = payload(64);
+            for k in 0..n {
+                let topic = format!("{base}/{}", k as usize % subs);
+                client
+                    .publish_bytes(topic, QoS::AtLeastOnce, false, body.clone())
+                    .await?;
+            }
+            Ok::<_, rumqttc::ClientError>(client)
+        })
+    };
+    let counter = spawn_ack_counter(eventloop, QoS::AtLeastOnce, n);
+    let mut got = 0;
+    let received = timeout(Duration::from_secs(60), async {
+        while got < n {
+            if let Event::Incoming(Packet::Publish(_)) = sub_loop.poll().await? {
+                got += 1;
+            }
+        }
+        Ok::<_, ConnectionError>(())
+    })
+    .await;
+    if let Ok(result) = received {
+        result?;
+    }
+    let mut out = clock.finish(got, None)?;
+    out.push(m(Metric::SubscribeRate, subscribe_rate));
+    let client = publisher.await??;
+    let mut eventloop = counter.await??;
+    disconnect(&client, &mut eventloop).await;
+    disconnect(&sub_client, &mut sub_loop).await;
+    if got < n {
+        return Err(format!("raw routes: {got} of {n} messages").into());
+    }
+    Ok(out)
+}

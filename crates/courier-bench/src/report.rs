@@ -171,7 +171,7 @@ fn summary(metric: Metric, values: &[f64]) -> String {
 /// One value in the metric's unit and precision.
 fn value(metric: Metric, v: f64) -> String {
     match metric {
-        Metric::Rate => thousands(v.round() as u64),
+        Metric::Rate | Metric::SubscribeRate => thousands(v.round() as u64),
         Metric::LossPct | Metric::CtxSwitches => format!("{v:.2}"),
         Metric::P50Us | Metric::P99Us if v >= 1000.0 => thousands(v.round() as u64),
         _ => format!("{v:.1}"),

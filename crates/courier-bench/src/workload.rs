@@ -102,6 +102,9 @@ pub(crate) enum Work {
     /// (9, no target in the issue) `size` QoS 1 publishes started at once, every
     /// [`BURST_GAP`]: the time from the start to the last acknowledgement.
     Burst { bursts: u64, size: usize },
+    /// (10, no target in the issue) `subs` subscriptions, one SUBSCRIBE each, then
+    /// `n` QoS 1 messages spread over their topics.
+    Routes { subs: usize, n: u64 },
 }
 
 /// Pause between two bursts of workload (9).
@@ -133,6 +136,7 @@ impl Work {
             Work::Dispatch { .. } => "6",
             Work::Memory { .. } => "7",
             Work::Burst { .. } => "9",
+            Work::Routes { .. } => "10",
         }
     }
 
@@ -168,6 +172,9 @@ impl Work {
             Work::Burst { bursts, size } => format!(
                 "QoS 1 bursts of {size} publishes at once, time to the last ack, {bursts} bursts"
             ),
+            Work::Routes { subs, n } => format!(
+                "{subs} subscriptions (one SUBSCRIBE each), then {n} QoS 1 msgs over their topics"
+            ),
         }
     }
 
@@ -185,6 +192,7 @@ impl Work {
             Work::Dispatch { .. } => "dispatch",
             Work::Memory { .. } => "memory",
             Work::Burst { .. } => "burst",
+            Work::Routes { .. } => "routes",
         }
     }
 
@@ -238,6 +246,8 @@ impl Work {
                 courier_side::burst(&ctx, bursts, size).await
             }
             (Work::Burst { bursts, size }, Side::Raw) => raw_side::burst(&ctx, bursts, size).await,
+            (Work::Routes { subs, n }, Side::Courier) => courier_side::routes(&ctx, subs, n).await,
+            (Work::Routes { subs, n }, Side::Raw) => raw_side::routes(&ctx, subs, n).await,
         }
     }
 }
@@ -311,6 +321,10 @@ pub(crate) fn all(scale: f64, conns: usize) -> Vec<Work> {
         Work::Burst {
             bursts: ((100.0 * scale).round() as u64).max(20),
             size: 16,
+        },
+        Work::Routes {
+            subs: 10_000,
+            n: n(50_000),
         },
     ]
 }
