@@ -136,6 +136,44 @@ pub use courier_core::codec::transform::Base64;
 #[cfg_attr(docsrs, doc(cfg(feature = "gzip")))]
 pub use courier_core::codec::transform::Gzip;
 
+/// The guides, one page each. Their Rust code is compiled as doctests (with every
+/// feature on: `cargo test -p courier-mqtt --all-features --doc`); blocks that need a
+/// broker are `no_run`. The same Markdown files are in the repository under
+/// `crates/courier/guides/`.
+///
+/// | Guide | What it covers |
+/// |---|---|
+/// | [Getting started](guides::getting_started) | MQTT and QoS in short, installation, the quick start explained |
+/// | [Connecting](guides::connect) | addresses and URLs, TLS, credentials, sessions, reconnects, state, events, `stop`, `info` |
+/// | [Publishing](guides::publish) | payloads and codecs, QoS, what awaiting means, the in-flight window, errors |
+/// | [Subscribing](guides::subscribe) | streams and handlers, wildcards, shared subscriptions, acknowledgements, slow consumers |
+/// | [Middleware](guides::middleware) | the chains, writing a layer, closures, cost |
+/// | [Telemetry](guides::otel) | OpenTelemetry spans, metrics and trace propagation |
+/// | [Reliability](guides::reliability) | what is promised per QoS and session setting, and what is not |
+/// | [Scaling](guides::scaling) | pools, broker clusters, resolvers, shared subscriptions, failover |
+/// | [Custom codecs](guides::custom_codec) | writing a codec, chaining codecs, byte transforms |
+/// | [Benchmarks](guides::benchmarks) | what is measured against raw rumqttc, the figures, how to reproduce them |
+#[cfg(any(doc, all(doctest, feature = "full")))]
+pub mod guides {
+    macro_rules! guide {
+        ($(#[$attr:meta])* $module:ident, $file:literal) => {
+            $(#[$attr])*
+            #[doc = include_str!(concat!("../guides/", $file))]
+            pub mod $module {}
+        };
+    }
+    guide!(getting_started, "getting-started.md");
+    guide!(connect, "connect.md");
+    guide!(publish, "publish.md");
+    guide!(subscribe, "subscribe.md");
+    guide!(middleware, "middleware.md");
+    guide!(otel, "otel.md");
+    guide!(reliability, "reliability.md");
+    guide!(scaling, "scaling.md");
+    guide!(custom_codec, "custom-codec.md");
+    guide!(benchmarks, "benchmarks.md");
+}
+
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
