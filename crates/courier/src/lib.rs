@@ -36,6 +36,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Install
+//!
+//! The package is `courier-mqtt` (the name `courier` is another crate's); the library
+//! is `courier`:
+//!
+//! ```text
+//! cargo add courier-mqtt tokio --features tokio/full
+//! ```
+//!
+//! ## Guides
+//!
+//! The [`guides`] cover each part in depth, with compiled examples:
+//! [getting started](guides::getting_started), [connecting](guides::connect),
+//! [publishing](guides::publish), [subscribing](guides::subscribe),
+//! [middleware](guides::middleware), [telemetry](guides::otel),
+//! [reliability](guides::reliability), [scaling](guides::scaling),
+//! [custom codecs](guides::custom_codec) and [benchmarks](guides::benchmarks).
+//!
 //! ## Features
 //!
 //! | Feature | Description | Default |
@@ -105,16 +123,68 @@ pub mod msgpack {
 #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 pub use courier_codec_msgpack::{MsgPack, MsgPackCodec};
 
-/// OpenTelemetry: [`CourierOtel`](otel::CourierOtel) installs spans, metrics and
-/// trace-context propagation on a client builder.
-#[cfg(feature = "otel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
-pub mod otel {
-    pub use courier_otel::*;
-}
-
-/// Several connections behind one client: pools, broker clusters, resolvers and
-/// shared subscriptions ([`ClusterClient`](cluster::ClusterClient)).
+/// OpenTelemetry (the `otel` feature, the crate `courier-otel`): spans around every
+/// publish, subscribe, unsubscribe and handled message, `metrics` counters and
+/// histograms plus connection gauges, and W3C trace-context propagation.
+///
+/// [`CourierOtel`](otel::CourierOtel) holds the settings and installs them on a
+/// client builder in one call ([`install`](otel::CourierOtel::install), or
+/// `with_otel` from [`OtelBuilderExt`](otel::OtelBuilderExt)). Spans go to the
+/// global tracer provider unless you pass one; metrics go to whatever recorder the
+/// application installed for the `metrics` crate. MQTT 3.1.1 has no headers, so the
+/// trace context reaches subscribers only with the opt-in envelope
+/// ([`envelope(true)`](otel::CourierOtel::envelope)), which every consumer of the
+/// topic must then open.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use courier::Client;
+/// use courier::otel::CourierOtel;
+///
+/// let otel = CourierOtel::new("orders-service").client_id("orders-1");
+/// let client = otel
+///     .install(Client::builder().url("mqtt://localhost:1883").client_id("orders-1"))
+///     .connect()
+///     .await?;
+/// client.publish("orders/created", "{}").await?; // an otelcourier.Publish span
+/// # Ok(()) }
+/// ```
+///
+/// Every span, metric and attribute: the [telemetry guide](crate::guides::otel).
+/// Several connections behind one client (the `cluster` feature, the crate
+/// `courier-cluster`): connection pools, one connection per broker of a cluster,
+/// resolvers, failover and `$share` subscriptions.
+///
+/// A [`ClusterBuilder`](cluster::ClusterBuilder) takes a [`ClientBuilder`] as the
+/// template of every connection and builds a [`ClusterClient`](cluster::ClusterClient),
+/// which publishes, subscribes (stream or handler), unsubscribes and stops like a
+/// [`Client`]. In pool and multi-connection modes a publish goes to the connection
+/// with the fewest in flight; `$share/...` subscriptions are made on every
+/// connection, other filters on one. Addresses come from a resolver: static, DNS, or
+/// a channel you feed from your own discovery.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use courier::Client;
+/// use courier::cluster::{Address, ClusterBuilder, StaticResolver};
+///
+/// let brokers = StaticResolver::new([
+///     Address::new("mqtt-1.internal", 1883),
+///     Address::new("mqtt-2.internal", 1883),
+/// ]);
+/// let cluster = ClusterBuilder::new(Client::builder().clean_session(true))
+///     .client_id("jobs-svc")
+///     .multi_connection(brokers)
+///     .connect()
+///     .await?;
+/// cluster.publish("jobs/created", "42").await?;
+/// # Ok(()) }
+/// ```
+///
+/// When to use which mode, and what failover promises: the
+/// [scaling guide](crate::guides::scaling).
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster {
