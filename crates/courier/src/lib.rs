@@ -152,6 +152,12 @@ pub use courier_codec_msgpack::{MsgPack, MsgPackCodec};
 /// ```
 ///
 /// Every span, metric and attribute: the [telemetry guide](crate::guides::otel).
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel {
+    pub use courier_otel::*;
+}
+
 /// Several connections behind one client (the `cluster` feature, the crate
 /// `courier-cluster`): connection pools, one connection per broker of a cluster,
 /// resolvers, failover and `$share` subscriptions.
