@@ -26,13 +26,13 @@ const REDACTED: &str = "***";
 /// look at an address (to probe it, say) with exactly the client's rules.
 ///
 /// ```
-/// use courier::BrokerUrl;
+/// use courier_core::BrokerUrl;
 ///
 /// let url = BrokerUrl::parse("MQTTS://svc:s3cret@broker.example?client_id=svc-1")?;
 /// assert_eq!((url.host(), url.port(), url.tls()), ("broker.example", 8883, true));
 /// assert_eq!(url.client_id(), Some("svc-1"));
 /// assert!(!format!("{url:?}").contains("s3cret"));
-/// # Ok::<(), courier::ConfigError>(())
+/// # Ok::<(), courier_core::ConfigError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
