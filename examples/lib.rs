@@ -11,35 +11,20 @@ pub fn broker_url() -> String {
 }
 
 /// If nothing listens at `url` and it points at this machine, start an embedded
-/// broker there and say so. Returns the broker to keep it alive.
+/// broker there and say so. Returns the broker to keep it alive. A URL the client
+/// cannot use is left alone: `connect()` then reports what is wrong with it.
 ///
 /// # Errors
 ///
-/// When the URL cannot be parsed, or the embedded broker cannot start.
+/// When the host cannot be resolved, or the embedded broker cannot start.
 pub async fn ensure_broker(
     url: &str,
 ) -> Result<Option<EmbeddedBroker>, Box<dyn std::error::Error>> {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("mqtt", url));
-    let default_port = if matches!(scheme, "mqtts" | "ssl" | "tls") {
-        8883
-    } else {
-        1883
+    // The client's own parser, so the probe and the client agree on the address.
+    let Ok(target) = courier::BrokerUrl::parse(url) else {
+        return Ok(None);
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.strip_prefix('[') {
-        // [v6]:port or [v6]
-        Some(v6) => {
-            let (host, after) = v6.split_once(']').ok_or("unclosed '[' in the URL")?;
-            let port = after
-                .strip_prefix(':')
-                .map_or(Ok(default_port), str::parse)?;
-            (host, port)
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>()?),
-            None => (authority, default_port),
-        },
-    };
+    let (host, port) = (target.host(), target.port());
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     for addr in &addrs {
         let probe =

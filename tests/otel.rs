@@ -578,7 +578,7 @@ async fn the_prometheus_page_serves_courier_publish_attempts() {
     c.stop().await;
 }
 
-/// Names used in docs/otel.md stay what the exporter shows.
+/// Names used in crates/courier/guides/otel.md stay what the exporter shows.
 #[test]
 fn metric_names_are_the_go_ones() {
     assert_eq!(metric_names::PUBLISH_ATTEMPTS, "courier.publish.attempts");

@@ -24,7 +24,7 @@
 //!   `set_tcp_nodelay true` (Nagle's algorithm off; Mosquitto's default is on).
 //! - `--quick`: 1 round, counts x0.1, 200 connections.
 //!
-//! See `docs/benchmarks.md`.
+//! See `crates/courier/guides/benchmarks.md`.
 
 mod courier_side;
 mod measure;

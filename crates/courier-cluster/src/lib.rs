@@ -21,7 +21,7 @@
 //! leaves the list its connection is drained (in-flight publishes get their
 //! acknowledgements) and closed; a publish that still fails there because the
 //! connection closed or went down is sent again on another connection, so callers
-//! see `Ok` (at least once). See `docs/scaling.md` for when to use which.
+//! see `Ok` (at least once). See `crates/courier/guides/scaling.md` (the guide `courier::guides::scaling`) for when to use which.
 //!
 //! ```no_run
 //! # #[tokio::main]

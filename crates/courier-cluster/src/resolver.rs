@@ -176,7 +176,7 @@ impl Resolver for DnsResolver {
 
 /// A resolver fed by your own code through its [`ResolverHandle`]: for discovery
 /// systems courier does not ship (Consul, Kubernetes endpoints, etcd, a config
-/// file). See `docs/scaling.md` for a Consul loop.
+/// file). See the scaling guide (`courier::guides::scaling`) for a Consul loop.
 ///
 /// Only the latest list matters: lists pushed faster than the cluster reads them
 /// replace each other. Several clusters may share one resolver (each follows the

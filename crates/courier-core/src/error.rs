@@ -71,8 +71,16 @@ pub enum ConfigError {
     /// The address or URL could not be understood.
     #[error("invalid broker address {address:?}: {reason}")]
     InvalidAddress {
-        /// The address as given.
+        /// The address as given, with any password in it replaced by `***`.
         address: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A query option of a broker URL is unknown or has an invalid value.
+    #[error("broker URL option {option:?}: {reason}")]
+    InvalidUrlOption {
+        /// The option's name as given (truncated to 200 characters).
+        option: String,
         /// What is wrong with it.
         reason: &'static str,
     },

@@ -35,7 +35,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See `docs/otel.md` in the repository for every span, metric and attribute.
+//! See the telemetry guide (`courier::guides::otel` in the `courier-mqtt` docs) for every
+//! span, metric and attribute.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::fmt;

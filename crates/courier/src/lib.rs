@@ -36,6 +36,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Install
+//!
+//! The package is `courier-mqtt` (the name `courier` is another crate's); the library
+//! is `courier`:
+//!
+//! ```text
+//! cargo add courier-mqtt tokio --features tokio/full
+//! ```
+//!
+//! ## Guides
+//!
+//! The [`guides`] cover each part in depth, with compiled examples:
+//! [getting started](guides::getting_started), [connecting](guides::connect),
+//! [publishing](guides::publish), [subscribing](guides::subscribe),
+//! [middleware](guides::middleware), [telemetry](guides::otel),
+//! [reliability](guides::reliability), [scaling](guides::scaling),
+//! [custom codecs](guides::custom_codec) and [benchmarks](guides::benchmarks).
+//!
 //! ## Features
 //!
 //! | Feature | Description | Default |
@@ -105,16 +123,74 @@ pub mod msgpack {
 #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
 pub use courier_codec_msgpack::{MsgPack, MsgPackCodec};
 
-/// OpenTelemetry: [`CourierOtel`](otel::CourierOtel) installs spans, metrics and
-/// trace-context propagation on a client builder.
+/// OpenTelemetry (the `otel` feature, the crate `courier-otel`): spans around every
+/// publish, subscribe, unsubscribe and handled message, `metrics` counters and
+/// histograms plus connection gauges, and W3C trace-context propagation.
+///
+/// [`CourierOtel`](otel::CourierOtel) holds the settings and installs them on a
+/// client builder in one call ([`install`](otel::CourierOtel::install), or
+/// `with_otel` from [`OtelBuilderExt`](otel::OtelBuilderExt)). Spans go to the
+/// global tracer provider unless you pass one; metrics go to whatever recorder the
+/// application installed for the `metrics` crate. MQTT 3.1.1 has no headers, so the
+/// trace context reaches subscribers only with the opt-in envelope
+/// ([`envelope(true)`](otel::CourierOtel::envelope)), which every consumer of the
+/// topic must then open.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use courier::Client;
+/// use courier::otel::CourierOtel;
+///
+/// let otel = CourierOtel::new("orders-service").client_id("orders-1");
+/// let client = otel
+///     .install(Client::builder().url("mqtt://localhost:1883").client_id("orders-1"))
+///     .connect()
+///     .await?;
+/// client.publish("orders/created", "{}").await?; // an otelcourier.Publish span
+/// # Ok(()) }
+/// ```
+///
+/// Every span, metric and attribute: the [telemetry guide](crate::guides::otel).
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel {
     pub use courier_otel::*;
 }
 
-/// Several connections behind one client: pools, broker clusters, resolvers and
-/// shared subscriptions ([`ClusterClient`](cluster::ClusterClient)).
+/// Several connections behind one client (the `cluster` feature, the crate
+/// `courier-cluster`): connection pools, one connection per broker of a cluster,
+/// resolvers, failover and `$share` subscriptions.
+///
+/// A [`ClusterBuilder`](cluster::ClusterBuilder) takes a [`ClientBuilder`] as the
+/// template of every connection and builds a [`ClusterClient`](cluster::ClusterClient),
+/// which publishes, subscribes (stream or handler), unsubscribes and stops like a
+/// [`Client`]. In pool and multi-connection modes a publish goes to the connection
+/// with the fewest in flight; `$share/...` subscriptions are made on every
+/// connection, other filters on one. Addresses come from a resolver: static, DNS, or
+/// a channel you feed from your own discovery.
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use courier::Client;
+/// use courier::cluster::{Address, ClusterBuilder, StaticResolver};
+///
+/// let brokers = StaticResolver::new([
+///     Address::new("mqtt-1.internal", 1883),
+///     Address::new("mqtt-2.internal", 1883),
+/// ]);
+/// let cluster = ClusterBuilder::new(Client::builder().clean_session(true))
+///     .client_id("jobs-svc")
+///     .multi_connection(brokers)
+///     .connect()
+///     .await?;
+/// cluster.publish("jobs/created", "42").await?;
+/// # Ok(()) }
+/// ```
+///
+/// When to use which mode, and what failover promises: the
+/// [scaling guide](crate::guides::scaling).
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster {
@@ -136,6 +212,48 @@ pub use courier_core::codec::transform::Base64;
 #[cfg_attr(docsrs, doc(cfg(feature = "gzip")))]
 pub use courier_core::codec::transform::Gzip;
 
+/// The guides, one page each. Their Rust code is compiled as doctests (with every
+/// feature on: `cargo test -p courier-mqtt --all-features --doc`); blocks that need a
+/// broker are `no_run`. The same Markdown files are in the repository under
+/// `crates/courier/guides/`.
+///
+/// | Guide | What it covers |
+/// |---|---|
+/// | [Getting started](guides::getting_started) | MQTT and QoS in short, installation, the quick start explained |
+/// | [Connecting](guides::connect) | addresses and URLs, TLS, credentials, sessions, reconnects, state, events, `stop`, `info` |
+/// | [Publishing](guides::publish) | payloads and codecs, QoS, what awaiting means, the in-flight window, errors |
+/// | [Subscribing](guides::subscribe) | streams and handlers, wildcards, shared subscriptions, acknowledgements, slow consumers |
+/// | [Middleware](guides::middleware) | the chains, writing a layer, closures, cost |
+/// | [Telemetry](guides::otel) | OpenTelemetry spans, metrics and trace propagation |
+/// | [Reliability](guides::reliability) | what is promised per QoS and session setting, and what is not |
+/// | [Scaling](guides::scaling) | pools, broker clusters, resolvers, shared subscriptions, failover |
+/// | [Custom codecs](guides::custom_codec) | writing a codec, chaining codecs, byte transforms |
+/// | [Benchmarks](guides::benchmarks) | what is measured against raw rumqttc, the figures, how to reproduce them |
+#[cfg(any(doc, all(doctest, feature = "full")))]
+pub mod guides {
+    macro_rules! guide {
+        ($(#[$attr:meta])* $module:ident, $file:literal) => {
+            $(#[$attr])*
+            #[doc = include_str!(concat!("../guides/", $file))]
+            pub mod $module {}
+        };
+    }
+    guide!(getting_started, "getting-started.md");
+    guide!(connect, "connect.md");
+    guide!(publish, "publish.md");
+    guide!(subscribe, "subscribe.md");
+    guide!(middleware, "middleware.md");
+    guide!(otel, "otel.md");
+    guide!(reliability, "reliability.md");
+    guide!(scaling, "scaling.md");
+    guide!(custom_codec, "custom-codec.md");
+    guide!(benchmarks, "benchmarks.md");
+}
+
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct PackageReadmeDoctests;

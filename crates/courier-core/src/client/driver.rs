@@ -494,7 +494,7 @@ enum Next {
     /// ([`RequestQueue::wake_on_next`](super::requests::RequestQueue::wake_on_next)):
     /// a plain yield resumed only after the worker thread had gone searching for
     /// work and woken the other one (16 tasks: 132k-141k msg/s against 168k-173k;
-    /// `docs/benchmarks.md`, change 10).
+    /// commit ae721b6).
     Yield,
     /// A subscriber was handed a QoS 1/2 message: let it run once the events of
     /// this read are handed out, before the engine writes, so that the acks of the

@@ -92,7 +92,7 @@ impl Socket for TcpStream {
 }
 
 #[cfg(feature = "tls")]
-impl Socket for rumqttc::tokio_rustls::client::TlsStream<TcpStream> {
+impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
     fn ack_now(&self) {
         quick_ack(self.get_ref().0);
     }
@@ -566,10 +566,10 @@ async fn tls_connect(
     host: &str,
     config: std::sync::Arc<rustls::ClientConfig>,
     tcp: TcpStream,
-) -> Result<rumqttc::tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| LinkError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    rumqttc::tokio_rustls::TlsConnector::from(config)
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(LinkError::Tls)

@@ -1,13 +1,14 @@
 //! The MQTT client: one connection to one broker, driven on a background task with
 //! rumqttc's protocol state machine and packet codec.
 //!
-//! Layout: `options` builds and validates; `lifecycle` starts and stops the
+//! Layout: `options` builds and validates (`broker_url` parses URLs for it); `lifecycle` starts and stops the
 //! background task that `driver` runs; `engine` owns the socket; `requests` queues
 //! what handles send to it; `outbound` and `inbound` map courier's requests to
 //! packet ids and acknowledgements; `router` routes incoming messages to
 //! `subscription`s; `consumers` lets a stop end their delivery first.
 
 mod backoff;
+mod broker_url;
 mod consumers;
 mod credentials;
 mod driver;
@@ -35,6 +36,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use broker_url::BrokerUrl;
 pub use credentials::{BoxFuture, CredentialProvider, Credentials};
 pub use events::{ConnectionState, Event, EventStream};
 pub use handler::{Handler, HandlerResult};

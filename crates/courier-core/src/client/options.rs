@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::Client;
 use super::backoff::Backoff;
+use super::broker_url::{AddressProblem, BrokerUrl};
 use super::credentials::{BoxFuture, CredentialProvider, Credentials};
 use super::handler::Handler;
 use super::middleware::{
@@ -168,23 +169,22 @@ impl ClientBuilder {
         self
     }
 
-    /// The broker as a URL: `mqtt://host[:port]` (or `tcp://`, default port 1883) or
-    /// `mqtts://host[:port]` (or `ssl://`, default port 8883, TLS with the system's
-    /// roots unless [`tls`](Self::tls) is also set).
+    /// The broker as a URL, parsed by [`BrokerUrl`]:
+    /// `mqtt://[user[:password]@]host[:port][?option=value&...]` (or `tcp://`, default
+    /// port 1883) or `mqtts://...` (or `ssl://`, `tls://`, default port 8883, TLS with
+    /// the system's roots unless [`tls`](Self::tls) is also set). Schemes are
+    /// case-insensitive. The query options `client_id`, `keep_alive` (seconds) and
+    /// `clean_session` (`true`/`false`), and the user name and password, override what
+    /// was set before; setters called after `url` override them in turn. A bad URL is
+    /// reported by `connect`/`start` as a [`ConfigError`] that never shows the password.
     pub fn url(mut self, url: &str) -> Self {
-        match parse_url(url) {
-            Ok((host, port, tls)) => {
-                self.host = Some(host);
-                self.port = port;
+        match BrokerUrl::parse_kept(url) {
+            Ok(parsed) => {
                 self.address_error = None;
-                self.use_url_tls(tls);
+                self.use_url_tls(parsed.tls());
+                parsed.apply_to(&mut self);
             }
-            Err(reason) => {
-                self.address_error = Some(AddressProblem::Invalid {
-                    address: url.to_owned(),
-                    reason,
-                })
-            }
+            Err(problem) => self.address_error = Some(problem),
         }
         self
     }
@@ -586,12 +586,8 @@ impl ClientBuilder {
     }
 
     pub(crate) fn validate(self) -> Result<ValidOptions, ConfigError> {
-        match self.address_error {
-            Some(AddressProblem::Invalid { address, reason }) => {
-                return Err(ConfigError::InvalidAddress { address, reason });
-            }
-            Some(AddressProblem::Tls(reason)) => return Err(ConfigError::Tls(reason.into())),
-            None => {}
+        if let Some(problem) = self.address_error {
+            return Err(problem.into_error());
         }
         let host = self.host.clone().ok_or(ConfigError::MissingAddress)?;
         if host.is_empty() {
@@ -682,16 +678,6 @@ impl ClientBuilder {
     }
 }
 
-/// A problem with the address given to `url()`, kept (cloneably) until `validate()`.
-#[derive(Debug, Clone)]
-pub(crate) enum AddressProblem {
-    Invalid {
-        address: String,
-        reason: &'static str,
-    },
-    Tls(String),
-}
-
 /// Options that passed validation.
 pub(crate) struct ValidOptions {
     pub(crate) host: String,
@@ -709,39 +695,6 @@ impl ValidOptions {
             format!("{}:{port}", self.host)
         }
     }
-}
-
-fn parse_url(url: &str) -> Result<(String, u16, bool), &'static str> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or("missing scheme (mqtt:// or mqtts://)")?;
-    let (tls, default_port) = match scheme {
-        "mqtt" | "tcp" => (false, 1883),
-        "mqtts" | "ssl" | "tls" => (true, 8883),
-        _ => return Err("unsupported scheme: use mqtt:// or mqtts://"),
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.contains('@') {
-        return Err("credentials in the URL are not supported: use username()/password()");
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| "invalid port")?,
-            None if after.is_empty() => default_port,
-            None => return Err("unexpected text after IPv6 address"),
-        };
-        (host.to_owned(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| "invalid port")?),
-            None => (authority.to_owned(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return Err("empty host");
-    }
-    Ok((host, port, tls))
 }
 
 impl ClientBuilder {
@@ -862,28 +815,6 @@ mod tests {
     #[test]
     fn outside_a_runtime_is_a_config_error() {
         assert!(matches!(err(valid()), Some(ConfigError::NoRuntime)));
-    }
-
-    #[test]
-    fn urls_parse() {
-        assert_eq!(
-            parse_url("mqtt://broker"),
-            Ok(("broker".into(), 1883, false))
-        );
-        assert_eq!(
-            parse_url("tcp://10.0.0.1:1884"),
-            Ok(("10.0.0.1".into(), 1884, false))
-        );
-        assert_eq!(
-            parse_url("mqtts://b.example:8884/"),
-            Ok(("b.example".into(), 8884, true))
-        );
-        assert_eq!(
-            parse_url("mqtt://[::1]:1999"),
-            Ok(("::1".into(), 1999, false))
-        );
-        assert!(parse_url("mqtt://u:p@host").is_err());
-        assert!(parse_url("broker:1883").is_err());
     }
 
     #[test]

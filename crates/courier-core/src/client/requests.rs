@@ -10,7 +10,7 @@
 //! while it runs makes the runtime re-queue it and rouse another worker thread, and
 //! a busy engine takes what is queued before it waits again anyway. Waking it only
 //! when it waits took the defaults row of the benchmark (128 tasks publishing QoS 1)
-//! from 1.04-1.15 to 1.32-1.44 of raw rumqttc's msg/s (`docs/benchmarks.md`).
+//! from 1.04-1.15 to 1.32-1.44 of raw rumqttc's msg/s (`crates/courier/guides/benchmarks.md`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -93,7 +93,7 @@ pub trait DecodeVisitor {
 /// A serde-based format a client can hold as its default codec.
 ///
 /// Implement it for your own serde format by wrapping the format's serializer and
-/// deserializer with `erased_serde` (see `docs/custom-codec.md`).
+/// deserializer with `erased_serde` (see the custom-codec guide, `courier::guides::custom_codec`).
 pub trait Codec: Format + fmt::Debug {
     /// Serialize `value` and append the bytes to `dst`.
     ///
