@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test fixtures: a failure fails the test"
+)]
 //! Session edges: what happens to each message when a session starts, ends or is
 //! cut, and the facts about a session a user must be able to read (session present,
 //! granted QoS, refusals).
