@@ -10,6 +10,7 @@ use std::num::NonZeroU16;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rumqttc::{
     ConnectReturnCode, Event as WireEvent, Login, Outgoing, Packet, Publish, QoS as WireQoS,
@@ -73,9 +74,10 @@ impl Driver {
                 _ = shutdown.cancelled() => break Ending::Graceful,
                 r = self.connect_once() => r,
             };
-            match result {
+            // `failures` is reset only once this connection proves stable (see
+            // `STABLE_AFTER`).
+            let connected_at = match result {
                 Ok(session_present) => {
-                    failures = 0;
                     if !ever_connected {
                         self.hold_unmatched();
                     }
@@ -84,6 +86,7 @@ impl Driver {
                     if let Some(first) = self.first.take() {
                         let _ = first.send(Ok(()));
                     }
+                    tokio::time::Instant::now()
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -117,30 +120,13 @@ impl Driver {
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                         break Ending::Lost;
                     }
-                    let b = &self.shared.opts.builder;
-                    let backoff = if ever_connected {
-                        &b.reconnect_backoff
-                    } else {
-                        &b.start_backoff
-                    };
-                    let delay = backoff.delay(failures);
-                    self.shared.state.send_replace(if ever_connected {
-                        ConnectionState::Disconnected
-                    } else {
-                        ConnectionState::Connecting
-                    });
-                    self.shared.emit(Event::Reconnecting {
-                        attempt: attempt + 1,
-                        delay,
-                    });
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break Ending::Graceful,
-                        _ = tokio::time::sleep(delay) => continue,
+                    if self.back_off(ever_connected, failures).await.is_break() {
+                        break Ending::Graceful;
                     }
+                    continue;
                 }
-            }
-            let Some(reason) = self.serve().await else {
+            };
+            let Some(lost) = self.serve().await else {
                 // Our DISCONNECT went out.
                 self.shared
                     .state
@@ -150,7 +136,9 @@ impl Driver {
                 });
                 break Ending::Graceful;
             };
-            self.on_connection_lost(reason);
+            let lived = connected_at.elapsed();
+            let stable = lived >= STABLE_AFTER;
+            self.on_connection_lost(lost, lived, stable);
             if !self.shared.opts.builder.auto_reconnect || self.shared.shutdown.is_cancelled() {
                 break if self.shared.shutdown.is_cancelled() {
                     Ending::Graceful
@@ -158,8 +146,47 @@ impl Driver {
                     Ending::Lost
                 };
             }
+            if stable {
+                failures = 0;
+            } else {
+                // A connection that died right after CONNACK counts as a failed
+                // attempt: without this, a broker that closes every connection at
+                // once (a session takeover, garbage after CONNACK) is reconnected
+                // to in a tight loop.
+                failures = failures.saturating_add(1);
+                if self.back_off(true, failures).await.is_break() {
+                    break Ending::Graceful;
+                }
+            }
         };
         finish(&self.shared, ending);
+    }
+
+    /// Wait out the backoff delay after `failures` failed attempts in a row (the
+    /// reconnect backoff once connected, the start backoff before), saying so
+    /// with [`Event::Reconnecting`]. `Break` when the client is stopped meanwhile.
+    async fn back_off(&mut self, ever_connected: bool, failures: u32) -> ControlFlow<()> {
+        let b = &self.shared.opts.builder;
+        let backoff = if ever_connected {
+            &b.reconnect_backoff
+        } else {
+            &b.start_backoff
+        };
+        let delay = backoff.delay(failures);
+        self.shared.state.send_replace(if ever_connected {
+            ConnectionState::Disconnected
+        } else {
+            ConnectionState::Connecting
+        });
+        self.shared.emit(Event::Reconnecting {
+            attempt: failures.saturating_add(1),
+            delay,
+        });
+        tokio::select! {
+            biased;
+            _ = self.shared.shutdown.cancelled() => ControlFlow::Break(()),
+            _ = tokio::time::sleep(delay) => ControlFlow::Continue(()),
+        }
     }
 
     /// Open the hold period for messages no subscription matches yet (see
@@ -236,7 +263,7 @@ impl Driver {
 
     /// Poll the connection until it ends: `None` after our DISCONNECT, or why it was
     /// lost.
-    async fn serve(&mut self) -> Option<String> {
+    async fn serve(&mut self) -> Option<Lost> {
         let Some(ack_timeout) = self.shared.opts.builder.ack_timeout else {
             loop {
                 let polled = self.engine.poll().await;
@@ -253,7 +280,10 @@ impl Driver {
                 biased;
                 _ = shared.force_reconnect.notified() => {
                     self.engine.clean();
-                    return Some(format!("no acknowledgement within {ack_timeout:?}"));
+                    return Some(Lost {
+                        reason: format!("no acknowledgement within {ack_timeout:?}"),
+                        by_broker: false,
+                    });
                 }
                 polled = self.engine.poll() => polled,
             };
@@ -268,7 +298,7 @@ impl Driver {
     async fn on_polled(
         &mut self,
         polled: Result<WireEvent, LinkError>,
-    ) -> ControlFlow<Option<String>> {
+    ) -> ControlFlow<Option<Lost>> {
         match polled.map(|event| self.handle(event)) {
             Ok(Next::Poll) => {}
             Ok(Next::Yield) => {
@@ -277,7 +307,7 @@ impl Driver {
             }
             Ok(Next::YieldAtBatchEnd) => self.consumers_woken = true,
             Ok(Next::Stop) => return ControlFlow::Break(None),
-            Err(error) => return ControlFlow::Break(Some(error.to_string())),
+            Err(error) => return ControlFlow::Break(Some(Lost::from(&error))),
         }
         if self.consumers_woken && !self.engine.has_events() {
             self.consumers_woken = false;
@@ -300,14 +330,27 @@ impl Driver {
         requests.stop_waiting();
     }
 
-    fn on_connection_lost(&mut self, reason: String) {
+    /// Account for a connection that ended, `lived` after its CONNACK; not
+    /// `stable` when that was under [`STABLE_AFTER`].
+    fn on_connection_lost(&mut self, lost: Lost, lived: Duration, stable: bool) {
+        let Lost { reason, by_broker } = lost;
         let opts = &self.shared.opts;
         tracing::warn!(
             client_id = %opts.builder.client_id,
             broker = %opts.broker(),
             %reason,
+            ?lived,
             "courier: connection lost"
         );
+        if by_broker && !stable {
+            tracing::warn!(
+                client_id = %opts.builder.client_id,
+                ?lived,
+                "courier: the broker closed the connection right after accepting it: \
+                 is another client connected with the same client id?"
+            );
+            self.shared.emit(Event::SessionTakenOver { lived });
+        }
         // Events rumqttc buffered before the failure belong to the old connection
         // (rumqttc keeps them across `clean()`): account for them now, or the first
         // poll after the next CONNACK would map them onto the replayed requests.
@@ -478,6 +521,40 @@ fn report_unclaimed(shared: &Shared, delivery: Delivery) {
     );
     drop(delivery);
     shared.emit(Event::Unrouted { topic, qos });
+}
+
+/// How long a connection must stay up after its CONNACK before the reconnect
+/// backoff starts over. A connection that ends sooner counts as a failed attempt,
+/// and the next attempt waits the backoff delay: a broker that drops every
+/// connection at once (two clients with one client id taking the session from
+/// each other, garbage after CONNACK) then sees attempts spaced by the backoff,
+/// not a reconnect storm. 5 s covers a takeover ping-pong at any backoff up to
+/// that and is short next to the default keep-alive (60 s).
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// Why an established connection ended.
+struct Lost {
+    /// In words, for `Event::Disconnected` and the logs.
+    reason: String,
+    /// The broker closed (or reset) the connection, with no error on this side.
+    by_broker: bool,
+}
+
+impl From<&LinkError> for Lost {
+    fn from(error: &LinkError) -> Self {
+        let by_broker = match error {
+            LinkError::Closed => true,
+            LinkError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        };
+        Lost {
+            reason: error.to_string(),
+            by_broker,
+        }
+    }
 }
 
 /// What the driver does after handling an event.

@@ -63,6 +63,17 @@ pub enum Event {
         /// How long the client waits first.
         delay: Duration,
     },
+    /// The broker closed the connection within a few seconds of accepting it, with
+    /// no error on this side: most likely another client connected with the same
+    /// client id and took the session over (the broker drops the older connection
+    /// on every takeover, so two such clients take it from each other in turn). The
+    /// client backs off before reconnecting, as after a failed attempt
+    /// ([`Event::Reconnecting`] follows), so that this never turns into a
+    /// reconnect storm.
+    SessionTakenOver {
+        /// How long the connection lived after its CONNACK.
+        lived: Duration,
+    },
     /// The ack watchdog found a publish unacknowledged for longer than `ack_timeout`
     /// and is forcing a reconnect.
     AckTimeout {
@@ -117,6 +128,11 @@ impl fmt::Display for Event {
             Event::Reconnecting { attempt, delay } => {
                 write!(f, "reconnect attempt {attempt} in {delay:?}")
             }
+            Event::SessionTakenOver { lived } => write!(
+                f,
+                "the broker closed the connection {lived:?} after accepting it \
+                 (another client with the same client id?)"
+            ),
             Event::AckTimeout { waited } => {
                 write!(f, "no acknowledgement for {waited:?}: reconnecting")
             }
