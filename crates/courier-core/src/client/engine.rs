@@ -24,8 +24,9 @@ use rumqttc::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
+use super::lifecycle::deadline_after;
 use super::options::ValidOptions;
 use super::publish::wire_qos;
 use super::requests::RequestQueue;
@@ -324,7 +325,7 @@ impl Engine {
                 () = std::future::poll_fn(|cx| requests.poll_ready(cx)), if take_new => {}
                 () = ping_due => {
                     if let Some(sleep) = link.keepalive.as_mut() {
-                        sleep.as_mut().reset(Instant::now() + keep_alive);
+                        sleep.as_mut().reset(deadline_after(keep_alive));
                     }
                     link.ping(max)?;
                 }

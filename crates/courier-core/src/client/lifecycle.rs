@@ -163,7 +163,11 @@ pub(crate) async fn stop(shared: &Arc<Shared>) {
         Some(mut handle) => {
             // The DISCONNECT is written at once unless the connection is stuck;
             // give it the write timeout, then cut.
-            let grace = shared.opts.builder.write_timeout + Duration::from_secs(1);
+            let grace = shared
+                .opts
+                .builder
+                .write_timeout
+                .saturating_add(Duration::from_secs(1));
             if timeout(grace, &mut handle).await.is_err() {
                 tracing::warn!("courier: driver did not stop in time; aborting it");
                 handle.abort();

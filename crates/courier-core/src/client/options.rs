@@ -646,6 +646,14 @@ impl ClientBuilder {
                 });
             }
         }
+        // The QoS 0 window is a semaphore, which holds at most this many permits.
+        if self.max_queued_qos0 > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::OutOfRange {
+                option: "max_queued_qos0",
+                value: self.max_queued_qos0 as u64,
+                range: "1 to 2^61 - 1",
+            });
+        }
         for (name, d) in [
             ("connect_timeout", self.connect_timeout),
             ("write_timeout", self.write_timeout),
