@@ -73,3 +73,51 @@ async fn two_clients_sharing_a_client_id_do_not_storm() {
         "the takeover is reported: {takeovers:?}"
     );
 }
+
+/// A panic on the client's background task (here a realistic user bug: an
+/// `on_event` callback that panics on `Connected`, which runs on that task) used to
+/// leave a zombie: the state stayed Connecting, no `Stopped`, `wait_connected()`
+/// never returned. Now the client ends cleanly and says why.
+#[tokio::test]
+async fn a_panicking_event_callback_stops_the_client_cleanly() {
+    let broker = broker().await;
+    let client = client(&broker, "panicky")
+        .on_event(|event| {
+            if let Event::Connected { .. } = event {
+                panic!("telemetry bug");
+            }
+        })
+        .start()
+        .unwrap();
+    let mut events = client.events();
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut events),
+    )
+    .await
+    {
+        let stopped = matches!(event, Event::Stopped);
+        seen.push(event.to_string());
+        if stopped {
+            break;
+        }
+    }
+    println!("events after the panic: {seen:?}");
+    assert!(
+        seen.iter().any(|e| e.contains("panicked: telemetry bug")),
+        "the reason is reported: {seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("stopped"));
+    assert_eq!(client.state(), courier::ConnectionState::Stopped);
+    let waited = tokio::time::timeout(Duration::from_secs(5), client.wait_connected()).await;
+    assert!(
+        matches!(waited, Ok(Err(courier::ConnectError::Closed))),
+        "wait_connected() returns an error: {waited:?}"
+    );
+    let published = client.publish("t", "x").await;
+    assert!(published.is_err(), "{published:?}");
+    tokio::time::timeout(Duration::from_secs(5), client.stop())
+        .await
+        .expect("stop() returns");
+}

@@ -104,6 +104,15 @@ pub enum Event {
         /// Its QoS.
         qos: crate::QoS,
     },
+    /// The client's background task panicked: a bug, or a panic in something it
+    /// runs synchronously (an `on_event` callback, a custom `Backoff`). The client
+    /// stops as if the connection were lost for good: publishes in flight fail
+    /// with `ConnectionLost`, `wait_connected()` returns, [`Event::Stopped`]
+    /// follows.
+    Crashed {
+        /// The panic's message.
+        reason: String,
+    },
     /// The client stopped.
     Stopped,
     /// This reader fell more than 1,024 events behind and missed the `missed` oldest;
@@ -150,6 +159,9 @@ impl fmt::Display for Event {
                     f,
                     "no subscription for a QoS {qos} message on {topic:?}: dropped"
                 )
+            }
+            Event::Crashed { reason } => {
+                write!(f, "the client's background task panicked: {reason}")
             }
             Event::Stopped => f.write_str("stopped"),
             Event::Lagged { missed } => {
