@@ -121,3 +121,89 @@ async fn a_panicking_event_callback_stops_the_client_cleanly() {
         .await
         .expect("stop() returns");
 }
+
+/// Client id, user name, password, will topic and will payload over 65,535 bytes
+/// used to go out in a CONNECT with a wrapped 16-bit length (a mis-framed packet
+/// the broker dropped: `Protocol(Closed)`). Now each is a `ConfigError::TooLong` at
+/// build, and the limit itself is accepted.
+#[tokio::test]
+async fn connect_fields_over_65535_bytes_are_refused_locally() {
+    let long = "x".repeat(65_536);
+    let limit = "x".repeat(65_535);
+    let base = || {
+        courier::Client::builder()
+            .address("127.0.0.1", 1883)
+            .client_id("long")
+    };
+    let cases = [
+        ("client_id", base().client_id(long.clone())),
+        ("username", base().username(long.clone())),
+        ("password", base().username("u").password(long.clone())),
+        (
+            "last_will payload",
+            base().last_will(
+                "w",
+                long.clone().into_bytes(),
+                courier::QoS::AtMostOnce,
+                false,
+            ),
+        ),
+    ];
+    for (field, builder) in cases {
+        let refused = builder.start().err();
+        assert!(
+            matches!(&refused, Some(courier::ConfigError::TooLong { field: f, len: 65_536 }) if *f == field),
+            "{field}: {refused:?}"
+        );
+    }
+    let will_topic = base()
+        .last_will(long.clone(), "x", courier::QoS::AtMostOnce, false)
+        .start()
+        .err();
+    assert!(will_topic.is_some(), "a 65,536-byte will topic is refused");
+    let at_limit = base()
+        .client_id(limit.clone())
+        .username(limit.clone())
+        .password(limit.clone())
+        .last_will(
+            "w",
+            limit.clone().into_bytes(),
+            courier::QoS::AtMostOnce,
+            false,
+        )
+        .start();
+    let client = at_limit.expect("65,535 bytes fit");
+    client.abort().await;
+}
+
+/// A credential provider's user name over the limit fails the attempt with a typed
+/// error before anything is sent.
+#[tokio::test]
+async fn a_provided_user_name_over_65535_bytes_fails_the_attempt_before_sending() {
+    let mock = courier_testkit::MockBroker::start().await.unwrap();
+    let connected = courier::Client::builder()
+        .address("127.0.0.1", mock.port())
+        .client_id("long-provided")
+        .credential_provider(|| async {
+            Ok::<_, std::io::Error>(courier::Credentials::username_only("u".repeat(70_000)))
+        })
+        .connect()
+        .await;
+    let error = connected.err().expect("the attempt fails");
+    let too_long = match &error {
+        courier::ConnectError::Credentials(source) => source.downcast_ref::<courier::ConfigError>(),
+        _ => None,
+    };
+    assert!(
+        matches!(
+            too_long,
+            Some(courier::ConfigError::TooLong {
+                field: "username",
+                len: 70_000
+            })
+        ),
+        "{error:?}"
+    );
+    let accepted = mock.accept_timeout(false, Duration::from_millis(300)).await;
+    assert!(accepted.is_err(), "nothing was sent to the broker");
+}

@@ -23,6 +23,7 @@ use super::engine::{Engine, LinkError};
 use super::events::{ConnectionState, Event};
 use super::inbound::{Admission, Registered};
 use super::lifecycle::deadline_after;
+use super::options::check_credentials;
 use super::outbound::Settled;
 use super::publish::wire_qos;
 use super::router::{Delivery, Offer, Sink, Unmatched};
@@ -216,6 +217,7 @@ impl Driver {
                 .await
                 .map_err(|_| ConnectError::Credentials("credential provider timed out".into()))?
                 .map_err(ConnectError::Credentials)?;
+            check_credentials(&creds).map_err(|e| ConnectError::Credentials(Box::new(e)))?;
             self.engine.login = Some(Login::new(
                 creds.username(),
                 creds.password().unwrap_or_default(),

@@ -664,7 +664,12 @@ impl ClientBuilder {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
+        check_length("client_id", self.client_id.len())?;
+        check_length("username", self.username.as_ref().map_or(0, String::len))?;
+        check_length("password", self.password.as_ref().map_or(0, String::len))?;
         if let Some(will) = &self.last_will {
+            check_length("last_will topic", will.topic.len())?;
+            check_length("last_will payload", will.payload.len())?;
             validate_topic_name(&will.topic).map_err(|source| ConfigError::InvalidLastWill {
                 topic: crate::error::quote_input(&will.topic),
                 source,
@@ -688,6 +693,26 @@ impl ClientBuilder {
             builder: self,
         })
     }
+}
+
+/// The most bytes a string or binary field of CONNECT can hold: its length is
+/// framed in 16 bits.
+const MAX_FIELD_LEN: usize = 65_535;
+
+/// `field` of `len` bytes fits CONNECT's 16-bit length (longer, it used to go out
+/// with a wrapped length: a mis-framed packet).
+fn check_length(field: &'static str, len: usize) -> Result<(), ConfigError> {
+    if len > MAX_FIELD_LEN {
+        return Err(ConfigError::TooLong { field, len });
+    }
+    Ok(())
+}
+
+/// Credentials fit CONNECT (checked at build for static ones, at each connect for
+/// those of a credential provider).
+pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
+    check_length("username", credentials.username().len())?;
+    check_length("password", credentials.password().map_or(0, str::len))
 }
 
 /// A problem with the address given to `url()`, kept (cloneably) until `validate()`.
