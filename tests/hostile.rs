@@ -207,3 +207,85 @@ async fn a_provided_user_name_over_65535_bytes_fails_the_attempt_before_sending(
     let accepted = mock.accept_timeout(false, Duration::from_millis(300)).await;
     assert!(accepted.is_err(), "nothing was sent to the broker");
 }
+
+/// A queued QoS 1 message over the subscriber's `max_packet_size` used to be a
+/// poison message: the connection dropped on it, the broker re-sent it on every
+/// reconnect (10,489 reconnects in 15 s), and the message after it never came.
+/// Now it is skipped, acknowledged and reported, and the next one is delivered on
+/// the same connection.
+#[tokio::test]
+async fn a_queued_message_over_the_size_limit_is_reported_not_a_reconnect_loop() {
+    let broker = broker().await;
+    if !needs_mosquitto(
+        &broker,
+        "a_queued_message_over_the_size_limit_is_reported_not_a_reconnect_loop",
+    ) {
+        return;
+    }
+    let id = client_id("small-sub");
+    let subscriber = || {
+        client(&broker, "small-sub")
+            .client_id(id.clone())
+            .clean_session(false)
+            .max_packet_size(1024)
+    };
+    let first = subscriber().connect().await.unwrap();
+    // Kept until the stop: a dropped subscription unsubscribes.
+    let _kept = first
+        .subscribe("big/#")
+        .qos(courier::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    first.stop().await;
+
+    let publisher = client(&broker, "big-pub").connect().await.unwrap();
+    publisher
+        .publish("big/large", vec![b'x'; 2048])
+        .qos(courier::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    publisher
+        .publish("big/small", "after")
+        .qos(courier::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+
+    let counts = Arc::new(Counts::default());
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = refused.clone();
+    let again = counts
+        .watch(subscriber())
+        .on_event(move |event| {
+            if let Event::MessageTooLarge {
+                topic, size, max, ..
+            } = event
+            {
+                seen.lock().unwrap().push((topic.clone(), *size, *max));
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = again
+        .subscribe("big/#")
+        .qos(courier::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = courier_integration_tests::recv_n(&mut sub, 1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].topic(), "big/small");
+    assert_eq!(&got[0].payload()[..], b"after");
+    drop(got);
+    // Long enough for a reconnect loop to show (it made hundreds a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let connects = counts.connected.load(Ordering::SeqCst);
+    let refused = refused.lock().unwrap().clone();
+    println!("oversized queued message: {connects} connection(s), refused {refused:?}");
+    assert_eq!(connects, 1, "no reconnect");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (topic, size, max) = &refused[0];
+    assert_eq!(topic, "big/large");
+    assert!(*size > 2048, "{size}");
+    assert_eq!(*max, 1024);
+    again.stop().await;
+    publisher.stop().await;
+}

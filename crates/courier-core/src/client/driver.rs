@@ -19,7 +19,7 @@ use rumqttc::{
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::engine::{Engine, LinkError};
+use super::engine::{Engine, LinkError, Polled, TooLarge};
 use super::events::{ConnectionState, Event};
 use super::inbound::{Admission, Registered};
 use super::lifecycle::deadline_after;
@@ -297,11 +297,8 @@ impl Driver {
 
     /// Handle what one poll of the engine gave; `Break` ends [`serve`](Self::serve)
     /// with its outcome.
-    async fn on_polled(
-        &mut self,
-        polled: Result<WireEvent, LinkError>,
-    ) -> ControlFlow<Option<Lost>> {
-        match polled.map(|event| self.handle(event)) {
+    async fn on_polled(&mut self, polled: Result<Polled, LinkError>) -> ControlFlow<Option<Lost>> {
+        match polled.map(|polled| self.handle_polled(polled)) {
             Ok(Next::Poll) => {}
             Ok(Next::Yield) => {
                 self.consumers_woken = false;
@@ -356,8 +353,8 @@ impl Driver {
         // Events rumqttc buffered before the failure belong to the old connection
         // (rumqttc keeps them across `clean()`): account for them now, or the first
         // poll after the next CONNACK would map them onto the replayed requests.
-        while let Some(event) = self.engine.state.events.pop_front() {
-            self.handle(event);
+        while let Some(polled) = self.engine.next_buffered() {
+            self.handle_polled(polled);
         }
         self.shared.inbound.on_connection_lost();
         drop(self.shared.router_write().drop_held_qos1());
@@ -380,6 +377,55 @@ impl Driver {
         if let Some(callback) = &self.shared.opts.builder.on_reconnect {
             tokio::spawn(callback(Client::unowned(self.shared.clone()), attempt));
         }
+    }
+
+    fn handle_polled(&mut self, polled: Polled) -> Next {
+        match polled {
+            Polled::Wire(event) => self.handle(event),
+            Polled::TooLarge(too_large) => {
+                self.on_too_large(too_large);
+                Next::Poll
+            }
+        }
+    }
+
+    /// A message over `max_packet_size` was skipped: acknowledge it (in its turn,
+    /// like any message) so that the broker does not send it again on every
+    /// reconnect, and report it.
+    fn on_too_large(&mut self, too_large: TooLarge) {
+        let TooLarge {
+            topic,
+            qos: wire,
+            pkid,
+            size,
+        } = too_large;
+        let shared = &self.shared;
+        if wire != WireQoS::AtMostOnce {
+            match shared.inbound.admit(pkid, wire) {
+                Admission::Deliver => shared.inbound.register(pkid, wire, 1).token().consume(),
+                Admission::AckAgain => {
+                    shared.inbound.send_ack(pkid, wire);
+                    return;
+                }
+                Admission::Ignore => return,
+            }
+        }
+        let max = shared.opts.builder.max_packet_size;
+        let qos = from_wire(wire);
+        tracing::warn!(
+            %topic,
+            %qos,
+            size,
+            max,
+            client_id = %shared.opts.builder.client_id,
+            "courier: a message over max_packet_size was acknowledged and dropped"
+        );
+        shared.emit(Event::MessageTooLarge {
+            topic,
+            qos,
+            size,
+            max,
+        });
     }
 
     fn handle(&mut self, event: WireEvent) -> Next {
@@ -438,11 +484,7 @@ impl Driver {
             }
             Admission::Ignore => return Next::Poll,
         }
-        let qos = match publish.qos {
-            WireQoS::AtMostOnce => QoS::AtMostOnce,
-            WireQoS::AtLeastOnce => QoS::AtLeastOnce,
-            WireQoS::ExactlyOnce => QoS::ExactlyOnce,
-        };
+        let qos = from_wire(publish.qos);
         let (pkid, wire) = (publish.pkid, publish.qos);
         let mut parts = MessageParts::new(publish.topic, publish.payload);
         parts.qos = qos;
@@ -580,6 +622,14 @@ enum Next {
     YieldAtBatchEnd,
     /// The client's DISCONNECT was sent.
     Stop,
+}
+
+fn from_wire(qos: WireQoS) -> QoS {
+    match qos {
+        WireQoS::AtMostOnce => QoS::AtMostOnce,
+        WireQoS::AtLeastOnce => QoS::AtLeastOnce,
+        WireQoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }
 
 /// Notify a settled publish (outside the outbound lock, which the caller released).

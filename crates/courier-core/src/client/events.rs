@@ -113,6 +113,21 @@ pub enum Event {
         /// The panic's message.
         reason: String,
     },
+    /// A message larger than `ClientBuilder::max_packet_size` arrived. Its bytes
+    /// were skipped as they came (never held in memory), and it was acknowledged
+    /// and dropped, so that the broker does not send it again on every reconnect
+    /// (a message it cannot deliver would otherwise block the ones after it for
+    /// good). See `docs/subscribe.md`, "Messages over the size limit".
+    MessageTooLarge {
+        /// The message's topic.
+        topic: String,
+        /// Its QoS.
+        qos: crate::QoS,
+        /// The packet's size in bytes.
+        size: usize,
+        /// The client's `max_packet_size`.
+        max: usize,
+    },
     /// The client stopped.
     Stopped,
     /// This reader fell more than 1,024 events behind and missed the `missed` oldest;
@@ -160,6 +175,16 @@ impl fmt::Display for Event {
                     "no subscription for a QoS {qos} message on {topic:?}: dropped"
                 )
             }
+            Event::MessageTooLarge {
+                topic,
+                qos,
+                size,
+                max,
+            } => write!(
+                f,
+                "a {qos} message on {topic:?} of {size} bytes is over the {max}-byte limit: \
+                 acknowledged and dropped"
+            ),
             Event::Crashed { reason } => {
                 write!(f, "the client's background task panicked: {reason}")
             }
