@@ -289,3 +289,52 @@ async fn a_queued_message_over_the_size_limit_is_reported_not_a_reconnect_loop()
     again.stop().await;
     publisher.stop().await;
 }
+
+/// A scripted broker that breaks the protocol after CONNACK: a PUBLISH with a
+/// wildcard topic, then (on the next connection) a PUBACK with reserved flags set.
+/// Each connection is closed as a protocol error (the message is not delivered:
+/// see the engine's unit tests), and the client backs off before reconnecting (the connections were short-lived).
+#[tokio::test]
+async fn a_broker_breaking_the_protocol_is_disconnected_and_backed_off_from() {
+    let mock = courier_testkit::MockBroker::start().await.unwrap();
+    let lost = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lost.clone();
+    let client = courier_integration_tests::quick_reconnects()
+        .address("127.0.0.1", mock.port())
+        .client_id("hostile-broker")
+        .on_event(move |event| match event {
+            Event::Disconnected { reason } => seen.lock().unwrap().push(reason.clone()),
+            Event::Reconnecting { delay, .. } => {
+                seen.lock().unwrap().push(format!("backoff {delay:?}"))
+            }
+            _ => {}
+        })
+        .start()
+        .unwrap();
+    let frames: [&[u8]; 2] = [
+        // PUBLISH QoS 0, topic "a/+", payload "x".
+        &[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'+', b'x'],
+        // PUBACK with a reserved flag.
+        &[0x41, 0x02, 0x00, 0x01],
+    ];
+    for frame in frames {
+        let mut conn = mock
+            .accept_timeout(false, Duration::from_secs(10))
+            .await
+            .unwrap();
+        conn.send_raw(frame).await.unwrap();
+        conn.expect_closed(Duration::from_secs(5)).await.unwrap();
+    }
+    client.stop().await;
+    let lost = lost.lock().unwrap().clone();
+    println!("events: {lost:?}");
+    let violations = lost
+        .iter()
+        .filter(|r| r.contains("protocol violation"))
+        .count();
+    assert_eq!(violations, 2, "{lost:?}");
+    assert!(
+        lost.iter().any(|r| r.starts_with("backoff")),
+        "a backoff follows a connection closed right after CONNACK: {lost:?}"
+    );
+}

@@ -487,7 +487,14 @@ impl Link {
                     return Ok(());
                 }
             }
+            if let Some(&first) = self.read.first() {
+                check_flags(first)?;
+            }
             let packet = match Packet::read(&mut self.read, max) {
+                Ok(Packet::Publish(publish)) => {
+                    check_topic(&publish.topic)?;
+                    Packet::Publish(publish)
+                }
                 Ok(packet) => packet,
                 Err(rumqttc::Error::InsufficientBytes(_)) => return Ok(()),
                 Err(rumqttc::Error::PayloadSizeLimitExceeded(_)) => match self.skip_oversized()? {
@@ -569,6 +576,7 @@ impl Link {
         let topic = std::str::from_utf8(&read[header + 2..header + 2 + topic_len])
             .map_err(|_| malformed("a topic that is not UTF-8"))?
             .to_owned();
+        check_topic(&topic)?;
         let pkid = if id_len == 0 {
             0
         } else {
@@ -663,6 +671,45 @@ impl Link {
         self.socket.flush().await?;
         Ok(())
     }
+}
+
+/// The flags of a packet a broker sends are fixed but for PUBLISH's
+/// [MQTT-2.2.2-1/2]: a packet with other flags is a protocol violation, and the
+/// connection is closed [MQTT-4.8.0-1]. A PUBLISH must not have both QoS bits
+/// [MQTT-3.3.1-4] nor DUP at QoS 0 [MQTT-3.3.1-2].
+fn check_flags(first: u8) -> Result<(), LinkError> {
+    let flags = first & 0x0f;
+    let ok = match first >> 4 {
+        // PUBLISH: DUP, QoS, RETAIN.
+        3 => {
+            let qos = (flags >> 1) & 0b11;
+            qos != 3 && !(qos == 0 && flags & 0b1000 != 0)
+        }
+        // PUBREL (also SUBSCRIBE and UNSUBSCRIBE, which a broker never sends).
+        6 | 8 | 10 => flags == 0b0010,
+        _ => flags == 0,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(LinkError::Protocol("reserved flags set in a packet header"))
+    }
+}
+
+/// A topic a broker sends is a topic name: not empty [MQTT-4.7.3-1], no wildcard
+/// [MQTT-3.3.2-2] and no NUL [MQTT-4.7.3-2]. Anything else is a protocol
+/// violation, and the connection is closed rather than the message delivered to
+/// subscriptions that would match it wrongly.
+fn check_topic(topic: &str) -> Result<(), LinkError> {
+    if topic.is_empty() {
+        return Err(LinkError::Protocol("a PUBLISH with an empty topic"));
+    }
+    if topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0)) {
+        return Err(LinkError::Protocol(
+            "a PUBLISH whose topic has a wildcard or NUL",
+        ));
+    }
+    Ok(())
 }
 
 /// Read what the socket has into `read`. Cancel safe.
@@ -1205,5 +1252,50 @@ mod tests {
             .unwrap();
         let ended = rig.engine.poll().await;
         assert!(matches!(ended, Err(LinkError::Protocol(_))), "{ended:?}");
+    }
+
+    /// What a broker may not send: each ends the connection as a protocol error.
+    #[tokio::test]
+    async fn reserved_flags_and_invalid_topics_end_the_connection() {
+        let publish = |topic: &[u8]| {
+            let mut bytes = vec![0x30, (2 + topic.len() + 1) as u8, 0, topic.len() as u8];
+            bytes.extend_from_slice(topic);
+            bytes.push(b'x');
+            bytes
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("PUBACK with flags", vec![0x41, 0x02, 0x00, 0x01]),
+            ("PUBREL without its flag", vec![0x60, 0x02, 0x00, 0x01]),
+            ("PINGRESP with flags", vec![0xd8, 0x00]),
+            ("PUBLISH QoS 0 with DUP", {
+                let mut p = publish(b"t");
+                p[0] |= 0x08;
+                p
+            }),
+            ("PUBLISH with QoS 3", {
+                let mut p = publish(b"t");
+                p[0] |= 0x06;
+                p
+            }),
+            ("empty topic", publish(b"")),
+            ("wildcard +", publish(b"a/+")),
+            ("wildcard #", publish(b"a/#")),
+            ("NUL", publish(b"a\0b")),
+        ];
+        for (case, bytes) in cases {
+            let mut rig = rig(10, 1024);
+            rig.broker.write_all(&bytes).await.unwrap();
+            let ended = rig.engine.poll().await;
+            assert!(
+                matches!(ended, Err(LinkError::Protocol(_))),
+                "{case}: {ended:?}"
+            );
+        }
+        let mut rig = rig(10, 1024);
+        rig.broker.write_all(&publish(b"a/b")).await.unwrap();
+        assert!(matches!(
+            rig.engine.poll().await,
+            Ok(Polled::Wire(Event::Incoming(Packet::Publish(_))))
+        ));
     }
 }
