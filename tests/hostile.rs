@@ -1,6 +1,12 @@
 //! Hostile and misconfigured peers (issue 14): two clients sharing a client id, a
 //! message over the client's size limit, a broker that breaks the protocol, and
 //! settings or callbacks that used to leave the client in a bad state.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test fixtures: a failure fails the test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,7 +195,7 @@ async fn a_provided_user_name_over_65535_bytes_fails_the_attempt_before_sending(
         })
         .connect()
         .await;
-    let error = connected.err().expect("the attempt fails");
+    let error = connected.expect_err("the attempt fails");
     let too_long = match &error {
         courier::ConnectError::Credentials(source) => source.downcast_ref::<courier::ConfigError>(),
         _ => None,

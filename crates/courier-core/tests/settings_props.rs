@@ -3,6 +3,12 @@
 //! a `ConfigError` or runs: a publish and a subscribe with those settings against a
 //! port nobody listens on, then a stop (issue 14, item 5: `Duration::MAX` timeouts
 //! and backoff caps, `max_queued_qos0(usize::MAX)` used to panic).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test fixtures: a failure fails the test"
+)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, PoisonError};
