@@ -59,10 +59,14 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let fail_fast = self.first.is_some();
+        // Failed attempts since the last CONNACK (or the start): numbers attempts.
         let mut failures: u32 = 0;
+        // Connections in a row that ended within `STABLE_AFTER` of their CONNACK:
+        // each counts as one more failure for the backoff delay.
+        let mut unstable: u32 = 0;
         let mut ever_connected = false;
         let ending = loop {
-            let attempt = failures + 1;
+            let attempt = failures.saturating_add(1);
             if ever_connected {
                 self.shared
                     .state
@@ -75,10 +79,9 @@ impl Driver {
                 _ = shutdown.cancelled() => break Ending::Graceful,
                 r = self.connect_once() => r,
             };
-            // `failures` is reset only once this connection proves stable (see
-            // `STABLE_AFTER`).
             let connected_at = match result {
                 Ok(session_present) => {
+                    failures = 0;
                     if !ever_connected {
                         self.hold_unmatched();
                     }
@@ -121,7 +124,12 @@ impl Driver {
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                         break Ending::Lost;
                     }
-                    if self.back_off(ever_connected, failures).await.is_break() {
+                    let step = failures.saturating_add(unstable);
+                    if self
+                        .back_off(ever_connected, step, failures.saturating_add(1))
+                        .await
+                        .is_break()
+                    {
                         break Ending::Graceful;
                     }
                     continue;
@@ -148,14 +156,14 @@ impl Driver {
                 };
             }
             if stable {
-                failures = 0;
+                unstable = 0;
             } else {
                 // A connection that died right after CONNACK counts as a failed
-                // attempt: without this, a broker that closes every connection at
-                // once (a session takeover, garbage after CONNACK) is reconnected
-                // to in a tight loop.
-                failures = failures.saturating_add(1);
-                if self.back_off(true, failures).await.is_break() {
+                // attempt for the backoff: without this, a broker that closes every
+                // connection at once (a session takeover, garbage after CONNACK) is
+                // reconnected to in a tight loop.
+                unstable = unstable.saturating_add(1);
+                if self.back_off(true, unstable, 1).await.is_break() {
                     break Ending::Graceful;
                 }
             }
@@ -163,24 +171,25 @@ impl Driver {
         finish(&self.shared, ending);
     }
 
-    /// Wait out the backoff delay after `failures` failed attempts in a row (the
-    /// reconnect backoff once connected, the start backoff before), saying so
-    /// with [`Event::Reconnecting`]. `Break` when the client is stopped meanwhile.
-    async fn back_off(&mut self, ever_connected: bool, failures: u32) -> ControlFlow<()> {
+    /// Wait out the backoff delay `step` (the failures in a row: the reconnect
+    /// backoff once connected, the start backoff before) before attempt `next`,
+    /// saying so with [`Event::Reconnecting`]. `Break` when the client is stopped
+    /// meanwhile.
+    async fn back_off(&mut self, ever_connected: bool, step: u32, next: u32) -> ControlFlow<()> {
         let b = &self.shared.opts.builder;
         let backoff = if ever_connected {
             &b.reconnect_backoff
         } else {
             &b.start_backoff
         };
-        let delay = backoff.delay(failures);
+        let delay = backoff.delay(step);
         self.shared.state.send_replace(if ever_connected {
             ConnectionState::Disconnected
         } else {
             ConnectionState::Connecting
         });
         self.shared.emit(Event::Reconnecting {
-            attempt: failures.saturating_add(1),
+            attempt: next,
             delay,
         });
         tokio::select! {
