@@ -61,8 +61,8 @@ impl Driver {
         let fail_fast = self.first.is_some();
         // Failed attempts since the last CONNACK (or the start): numbers attempts.
         let mut failures: u32 = 0;
-        // Connections in a row that ended within `STABLE_AFTER` of their CONNACK:
-        // each counts as one more failure for the backoff delay.
+        // Connections in a row that ended within `stable_after` of their
+        // CONNACK: each counts as one more failure for the backoff delay.
         let mut unstable: u32 = 0;
         let mut ever_connected = false;
         let ending = loop {
@@ -146,7 +146,7 @@ impl Driver {
                 break Ending::Graceful;
             };
             let lived = connected_at.elapsed();
-            let stable = lived >= STABLE_AFTER;
+            let stable = lived >= self.shared.opts.builder.stable_after;
             self.on_connection_lost(lost, lived, stable);
             if !self.shared.opts.builder.auto_reconnect || self.shared.shutdown.is_cancelled() {
                 break if self.shared.shutdown.is_cancelled() {
@@ -339,7 +339,7 @@ impl Driver {
     }
 
     /// Account for a connection that ended, `lived` after its CONNACK; not
-    /// `stable` when that was under [`STABLE_AFTER`].
+    /// `stable` when that was under `ClientBuilder::stable_after`.
     fn on_connection_lost(&mut self, lost: Lost, lived: Duration, stable: bool) {
         let Lost { reason, by_broker } = lost;
         let opts = &self.shared.opts;
@@ -575,15 +575,6 @@ fn report_unclaimed(shared: &Shared, delivery: Delivery) {
     drop(delivery);
     shared.emit(Event::Unrouted { topic, qos });
 }
-
-/// How long a connection must stay up after its CONNACK before the reconnect
-/// backoff starts over. A connection that ends sooner counts as a failed attempt,
-/// and the next attempt waits the backoff delay: a broker that drops every
-/// connection at once (two clients with one client id taking the session from
-/// each other, garbage after CONNACK) then sees attempts spaced by the backoff,
-/// not a reconnect storm. 5 s covers a takeover ping-pong at any backoff up to
-/// that and is short next to the default keep-alive (60 s).
-pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(5);
 
 /// Why an established connection ended.
 struct Lost {

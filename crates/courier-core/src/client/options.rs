@@ -89,6 +89,7 @@ pub struct ClientBuilder {
     pub(crate) reconnect_backoff: Backoff,
     pub(crate) start_backoff: Backoff,
     pub(crate) graceful_shutdown: Duration,
+    pub(crate) stable_after: Duration,
     pub(crate) max_inflight: u16,
     pub(crate) max_queued_qos0: usize,
     pub(crate) max_packet_size: usize,
@@ -134,6 +135,7 @@ impl Default for ClientBuilder {
                 Duration::from_secs(30),
             ),
             graceful_shutdown: Duration::from_secs(30),
+            stable_after: Duration::from_secs(5),
             max_inflight: 100,
             max_queued_qos0: 10_000,
             max_packet_size: 16 * 1024 * 1024,
@@ -316,6 +318,18 @@ impl ClientBuilder {
     /// doubling to 30 s, the Go `ExponentialStartStrategy`).
     pub fn start_backoff(mut self, backoff: Backoff) -> Self {
         self.start_backoff = backoff;
+        self
+    }
+
+    /// How long a connection must stay up after its CONNACK to count as
+    /// established (default 5 s). One that ends sooner counts as a failed attempt
+    /// for the reconnect backoff, so that a broker that drops every connection at
+    /// once (two clients sharing a client id, garbage after CONNACK) is not
+    /// reconnected to in a tight loop; the backoff starts over once a connection
+    /// lasts this long. Zero turns this off: every loss is followed by an
+    /// immediate attempt, as for a connection that lasted.
+    pub fn stable_after(mut self, period: Duration) -> Self {
+        self.stable_after = period;
         self
     }
 
@@ -807,6 +821,7 @@ impl fmt::Debug for ClientBuilder {
             .field("auto_reconnect", &self.auto_reconnect)
             .field("reconnect_backoff", &self.reconnect_backoff)
             .field("graceful_shutdown", &self.graceful_shutdown)
+            .field("stable_after", &self.stable_after)
             .field("max_inflight", &self.max_inflight)
             .field("max_packet_size", &self.max_packet_size)
             .field("tcp_nodelay", &self.tcp_nodelay)
