@@ -76,6 +76,7 @@ struct Settings {
     graceful_shutdown: Duration,
     unrouted_hold: Duration,
     publish_timeout: Duration,
+    stable_after: Duration,
     backoff: (Duration, Duration, f64),
     max_inflight: u16,
     max_queued_qos0: usize,
@@ -85,6 +86,7 @@ struct Settings {
 
 fn settings() -> impl Strategy<Value = Settings> {
     let durations = (
+        duration(),
         duration(),
         duration(),
         duration(),
@@ -106,7 +108,7 @@ fn settings() -> impl Strategy<Value = Settings> {
     ];
     let numbers = (any::<u16>(), count(), packet_size, count());
     (durations, backoff, numbers).prop_map(
-        |((ka, ct, wt, at, cr, gs, uh, pt), backoff, (mi, q0, mp, sb))| Settings {
+        |((ka, ct, wt, at, cr, gs, uh, pt, sa), backoff, (mi, q0, mp, sb))| Settings {
             keep_alive: ka,
             connect_timeout: ct,
             write_timeout: wt,
@@ -115,6 +117,7 @@ fn settings() -> impl Strategy<Value = Settings> {
             graceful_shutdown: gs,
             unrouted_hold: uh,
             publish_timeout: pt,
+            stable_after: sa,
             backoff,
             max_inflight: mi,
             max_queued_qos0: q0,
@@ -142,6 +145,7 @@ async fn run(s: Settings, port: u16) {
         .credential_timeout(s.credential_timeout)
         .graceful_shutdown_period(s.graceful_shutdown)
         .unrouted_hold(s.unrouted_hold)
+        .stable_after(s.stable_after)
         .reconnect_backoff(Backoff::exponential(initial, max).jitter(jitter))
         .start_backoff(Backoff::exponential(initial, max).jitter(jitter))
         .max_inflight(s.max_inflight)
@@ -196,6 +200,7 @@ fn the_reported_values_run_or_are_refused_without_a_panic() {
         graceful_shutdown: Duration::from_secs(1),
         unrouted_hold: Duration::from_secs(1),
         publish_timeout: Duration::from_secs(1),
+        stable_after: Duration::MAX,
         backoff: (Duration::from_millis(1), Duration::from_millis(2), 0.25),
         max_inflight: 10,
         max_queued_qos0: 10,
