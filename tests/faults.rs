@@ -1065,6 +1065,9 @@ async fn f5_resets_after_random_byte_counts_lose_nothing() {
             .clean_session(false)
             .max_inflight(20)
             .write_timeout(secs(60))
+            // Cuts within 5 s of CONNACK would otherwise count as failed
+            // attempts and slow the reconnects this test wants many of.
+            .stable_after(Duration::ZERO)
     };
     let StreamRig {
         arrivals,

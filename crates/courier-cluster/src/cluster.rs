@@ -671,7 +671,7 @@ impl ClusterClient {
                     .first()
                     .map_or(DEFAULT_CONNECT_TIMEOUT, |c| c.client.connect_timeout())
             };
-            match timeout_at(started + timeout, changes.changed()).await {
+            match timeout_at(deadline_after(started, timeout), changes.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ClusterConnectError::Closed),
                 Err(_) => return Err(ClusterConnectError::Timeout(timeout)),
@@ -830,4 +830,11 @@ impl std::fmt::Debug for ClusterClient {
             .field("draining", &st.draining.len())
             .finish_non_exhaustive()
     }
+}
+
+/// `period` after `from`, or a far-off instant when that does not fit (a timeout of
+/// `Duration::MAX` waits for good instead of panicking).
+pub(crate) fn deadline_after(from: Instant, period: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    from.checked_add(period).unwrap_or_else(|| from + FAR)
 }

@@ -175,7 +175,8 @@ pub(crate) async fn monitor(
             return;
         }
         let deadline = match (current.is_connected(), health, since) {
-            (false, Health::Up, Some(t)) => Some(t + delay),
+            // No deadline when it does not fit: the connection is never judged down.
+            (false, Health::Up, Some(t)) => t.checked_add(delay),
             _ => None,
         };
         tokio::select! {

@@ -12,7 +12,7 @@ use courier_core::{EncodeError, IntoPayload, PublishError, QoS};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::cluster::ClusterClient;
+use crate::cluster::{ClusterClient, deadline_after};
 use crate::conn::Health;
 
 type Encode<'a> = Box<dyn FnOnce(&dyn Codec) -> Result<Bytes, EncodeError> + Send + 'a>;
@@ -84,7 +84,7 @@ impl ClusterPublish<'_> {
     async fn send(self) -> Result<(), PublishError> {
         let inner = &self.cluster.inner;
         let timeout = self.timeout.unwrap_or_else(|| inner.write_timeout());
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(Instant::now(), timeout);
         let mut encode = Some(self.payload);
         let mut payload = Bytes::new();
         let mut tried: Vec<u64> = Vec::new();

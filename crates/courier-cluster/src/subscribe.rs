@@ -21,7 +21,7 @@ use futures_util::stream::SelectAll;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
-use crate::cluster::{ClusterClient, Inner};
+use crate::cluster::{ClusterClient, Inner, deadline_after};
 use crate::conn::{Conn, ConnMeta};
 
 /// How long a connection's subscription sync waits after a failed attempt.
@@ -256,7 +256,7 @@ impl Inner {
             placed: HashMap::new(),
         });
         let timeout = self.write_timeout();
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(Instant::now(), timeout);
         let mut changes = self.signals.changes.subscribe();
         let (id, targets) = loop {
             {

@@ -121,6 +121,17 @@ pub enum ConfigError {
     /// The TLS configuration could not be built.
     #[error("invalid TLS configuration")]
     Tls(#[source] BoxError),
+    /// A field of CONNECT (client id, user name, password, will topic or will
+    /// payload) is longer than the 65,535 bytes MQTT can frame (its length is a
+    /// 16-bit field).
+    #[error("{field} is {len} bytes long: MQTT allows at most 65535")]
+    TooLong {
+        /// The field: `client_id`, `username`, `password`, `last_will topic` or
+        /// `last_will payload`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
 }
 
 /// Why the broker refused a connection (the CONNACK return code).

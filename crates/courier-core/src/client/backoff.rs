@@ -72,7 +72,7 @@ impl Backoff {
                     return base;
                 }
                 let spread = 1.0 + *jitter * (fastrand::f64() * 2.0 - 1.0);
-                base.mul_f64(spread).min(max.mul_f64(1.0 + *jitter))
+                scale(base, spread).min(scale(*max, 1.0 + *jitter))
             }
         }
     }
@@ -88,6 +88,12 @@ impl Backoff {
     pub(crate) fn initial_is_zero(&self) -> bool {
         matches!(&self.kind, Kind::Exponential { initial, .. } if initial.is_zero())
     }
+}
+
+/// `d` × `factor` (finite, ≥ 0), saturating at `Duration::MAX` where
+/// `Duration::mul_f64` would panic.
+fn scale(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 impl Default for Backoff {
@@ -133,6 +139,14 @@ mod tests {
         for _ in 0..1000 {
             let d = b.delay(3).as_secs_f64();
             assert!((3.0..=5.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_panicking() {
+        let b = Backoff::exponential(Duration::MAX, Duration::MAX).jitter(0.5);
+        for attempt in [1, 2, 40, u32::MAX] {
+            assert!(b.delay(attempt) >= Duration::from_secs(u64::MAX / 2));
         }
     }
 

@@ -10,6 +10,7 @@ use std::num::NonZeroU16;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rumqttc::{
     ConnectReturnCode, Event as WireEvent, Login, Outgoing, Packet, Publish, QoS as WireQoS,
@@ -18,10 +19,11 @@ use rumqttc::{
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::engine::{Engine, LinkError};
+use super::engine::{Engine, LinkError, Polled, TooLarge};
 use super::events::{ConnectionState, Event};
 use super::inbound::{Admission, Registered};
 use super::lifecycle::deadline_after;
+use super::options::check_credentials;
 use super::outbound::Settled;
 use super::publish::wire_qos;
 use super::router::{Delivery, Offer, Sink, Unmatched};
@@ -57,10 +59,14 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let fail_fast = self.first.is_some();
+        // Failed attempts since the last CONNACK (or the start): numbers attempts.
         let mut failures: u32 = 0;
+        // Connections in a row that ended within `stable_after` of their
+        // CONNACK: each counts as one more failure for the backoff delay.
+        let mut unstable: u32 = 0;
         let mut ever_connected = false;
         let ending = loop {
-            let attempt = failures + 1;
+            let attempt = failures.saturating_add(1);
             if ever_connected {
                 self.shared
                     .state
@@ -73,7 +79,7 @@ impl Driver {
                 _ = shutdown.cancelled() => break Ending::Graceful,
                 r = self.connect_once() => r,
             };
-            match result {
+            let connected_at = match result {
                 Ok(session_present) => {
                     failures = 0;
                     if !ever_connected {
@@ -84,6 +90,7 @@ impl Driver {
                     if let Some(first) = self.first.take() {
                         let _ = first.send(Ok(()));
                     }
+                    tokio::time::Instant::now()
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -122,30 +129,18 @@ impl Driver {
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                         break Ending::Lost;
                     }
-                    let b = &self.shared.opts.builder;
-                    let backoff = if ever_connected {
-                        &b.reconnect_backoff
-                    } else {
-                        &b.start_backoff
-                    };
-                    let delay = backoff.delay(failures);
-                    self.shared.state.send_replace(if ever_connected {
-                        ConnectionState::Disconnected
-                    } else {
-                        ConnectionState::Connecting
-                    });
-                    self.shared.emit(Event::Reconnecting {
-                        attempt: attempt + 1,
-                        delay,
-                    });
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break Ending::Graceful,
-                        _ = tokio::time::sleep(delay) => continue,
+                    let step = failures.saturating_add(unstable);
+                    if self
+                        .back_off(ever_connected, step, failures.saturating_add(1))
+                        .await
+                        .is_break()
+                    {
+                        break Ending::Graceful;
                     }
+                    continue;
                 }
-            }
-            let Some(reason) = self.serve().await else {
+            };
+            let Some(lost) = self.serve().await else {
                 // Our DISCONNECT went out.
                 self.shared
                     .state
@@ -155,7 +150,9 @@ impl Driver {
                 });
                 break Ending::Graceful;
             };
-            self.on_connection_lost(reason);
+            let lived = connected_at.elapsed();
+            let stable = lived >= self.shared.opts.builder.stable_after;
+            self.on_connection_lost(lost, lived, stable);
             if !self.shared.opts.builder.auto_reconnect || self.shared.shutdown.is_cancelled() {
                 break if self.shared.shutdown.is_cancelled() {
                     Ending::Graceful
@@ -163,8 +160,48 @@ impl Driver {
                     Ending::Lost
                 };
             }
+            if stable {
+                unstable = 0;
+            } else {
+                // A connection that died right after CONNACK counts as a failed
+                // attempt for the backoff: without this, a broker that closes every
+                // connection at once (a session takeover, garbage after CONNACK) is
+                // reconnected to in a tight loop.
+                unstable = unstable.saturating_add(1);
+                if self.back_off(true, unstable, 1).await.is_break() {
+                    break Ending::Graceful;
+                }
+            }
         };
         finish(&self.shared, ending);
+    }
+
+    /// Wait out the backoff delay `step` (the failures in a row: the reconnect
+    /// backoff once connected, the start backoff before) before attempt `next`,
+    /// saying so with [`Event::Reconnecting`]. `Break` when the client is stopped
+    /// meanwhile.
+    async fn back_off(&mut self, ever_connected: bool, step: u32, next: u32) -> ControlFlow<()> {
+        let b = &self.shared.opts.builder;
+        let backoff = if ever_connected {
+            &b.reconnect_backoff
+        } else {
+            &b.start_backoff
+        };
+        let delay = backoff.delay(step);
+        self.shared.state.send_replace(if ever_connected {
+            ConnectionState::Disconnected
+        } else {
+            ConnectionState::Connecting
+        });
+        self.shared.emit(Event::Reconnecting {
+            attempt: next,
+            delay,
+        });
+        tokio::select! {
+            biased;
+            _ = self.shared.shutdown.cancelled() => ControlFlow::Break(()),
+            _ = tokio::time::sleep(delay) => ControlFlow::Continue(()),
+        }
     }
 
     /// Open the hold period for messages no subscription matches yet (see
@@ -194,6 +231,7 @@ impl Driver {
                 .await
                 .map_err(|_| ConnectError::Credentials("credential provider timed out".into()))?
                 .map_err(ConnectError::Credentials)?;
+            check_credentials(&creds).map_err(|e| ConnectError::Credentials(Box::new(e)))?;
             self.engine.login = Some(Login::new(
                 creds.username(),
                 creds.password().unwrap_or_default(),
@@ -241,7 +279,7 @@ impl Driver {
 
     /// Poll the connection until it ends: `None` after our DISCONNECT, or why it was
     /// lost.
-    async fn serve(&mut self) -> Option<String> {
+    async fn serve(&mut self) -> Option<Lost> {
         let Some(ack_timeout) = self.shared.opts.builder.ack_timeout else {
             loop {
                 let polled = self.engine.poll().await;
@@ -258,7 +296,10 @@ impl Driver {
                 biased;
                 _ = shared.force_reconnect.notified() => {
                     self.engine.clean();
-                    return Some(format!("no acknowledgement within {ack_timeout:?}"));
+                    return Some(Lost {
+                        reason: format!("no acknowledgement within {ack_timeout:?}"),
+                        by_broker: false,
+                    });
                 }
                 polled = self.engine.poll() => polled,
             };
@@ -270,11 +311,8 @@ impl Driver {
 
     /// Handle what one poll of the engine gave; `Break` ends [`serve`](Self::serve)
     /// with its outcome.
-    async fn on_polled(
-        &mut self,
-        polled: Result<WireEvent, LinkError>,
-    ) -> ControlFlow<Option<String>> {
-        match polled.map(|event| self.handle(event)) {
+    async fn on_polled(&mut self, polled: Result<Polled, LinkError>) -> ControlFlow<Option<Lost>> {
+        match polled.map(|polled| self.handle_polled(polled)) {
             Ok(Next::Poll) => {}
             Ok(Next::Yield) => {
                 self.consumers_woken = false;
@@ -282,7 +320,7 @@ impl Driver {
             }
             Ok(Next::YieldAtBatchEnd) => self.consumers_woken = true,
             Ok(Next::Stop) => return ControlFlow::Break(None),
-            Err(error) => return ControlFlow::Break(Some(error.to_string())),
+            Err(error) => return ControlFlow::Break(Some(Lost::from(&error))),
         }
         if self.consumers_woken && !self.engine.has_events() {
             self.consumers_woken = false;
@@ -305,19 +343,32 @@ impl Driver {
         requests.stop_waiting();
     }
 
-    fn on_connection_lost(&mut self, reason: String) {
+    /// Account for a connection that ended, `lived` after its CONNACK; not
+    /// `stable` when that was under `ClientBuilder::stable_after`.
+    fn on_connection_lost(&mut self, lost: Lost, lived: Duration, stable: bool) {
+        let Lost { reason, by_broker } = lost;
         let opts = &self.shared.opts;
         tracing::warn!(
             client_id = %opts.builder.client_id,
             broker = %opts.broker(),
             %reason,
+            ?lived,
             "courier: connection lost"
         );
+        if by_broker && !stable {
+            tracing::warn!(
+                client_id = %opts.builder.client_id,
+                ?lived,
+                "courier: the broker closed the connection right after accepting it: \
+                 is another client connected with the same client id?"
+            );
+            self.shared.emit(Event::SessionTakenOver { lived });
+        }
         // Events rumqttc buffered before the failure belong to the old connection
         // (rumqttc keeps them across `clean()`): account for them now, or the first
         // poll after the next CONNACK would map them onto the replayed requests.
-        while let Some(event) = self.engine.state.events.pop_front() {
-            self.handle(event);
+        while let Some(polled) = self.engine.next_buffered() {
+            self.handle_polled(polled);
         }
         self.shared.inbound.on_connection_lost();
         drop(self.shared.router_write().drop_held_qos1());
@@ -340,6 +391,55 @@ impl Driver {
         if let Some(callback) = &self.shared.opts.builder.on_reconnect {
             tokio::spawn(callback(Client::unowned(self.shared.clone()), attempt));
         }
+    }
+
+    fn handle_polled(&mut self, polled: Polled) -> Next {
+        match polled {
+            Polled::Wire(event) => self.handle(event),
+            Polled::TooLarge(too_large) => {
+                self.on_too_large(too_large);
+                Next::Poll
+            }
+        }
+    }
+
+    /// A message over `max_packet_size` was skipped: acknowledge it (in its turn,
+    /// like any message) so that the broker does not send it again on every
+    /// reconnect, and report it.
+    fn on_too_large(&mut self, too_large: TooLarge) {
+        let TooLarge {
+            topic,
+            qos: wire,
+            pkid,
+            size,
+        } = too_large;
+        let shared = &self.shared;
+        if wire != WireQoS::AtMostOnce {
+            match shared.inbound.admit(pkid, wire) {
+                Admission::Deliver => shared.inbound.register(pkid, wire, 1).token().consume(),
+                Admission::AckAgain => {
+                    shared.inbound.send_ack(pkid, wire);
+                    return;
+                }
+                Admission::Ignore => return,
+            }
+        }
+        let max = shared.opts.builder.max_packet_size;
+        let qos = from_wire(wire);
+        tracing::warn!(
+            %topic,
+            %qos,
+            size,
+            max,
+            client_id = %shared.opts.builder.client_id,
+            "courier: a message over max_packet_size was acknowledged and dropped"
+        );
+        shared.emit(Event::MessageTooLarge {
+            topic,
+            qos,
+            size,
+            max,
+        });
     }
 
     fn handle(&mut self, event: WireEvent) -> Next {
@@ -398,11 +498,7 @@ impl Driver {
             }
             Admission::Ignore => return Next::Poll,
         }
-        let qos = match publish.qos {
-            WireQoS::AtMostOnce => QoS::AtMostOnce,
-            WireQoS::AtLeastOnce => QoS::AtLeastOnce,
-            WireQoS::ExactlyOnce => QoS::ExactlyOnce,
-        };
+        let qos = from_wire(publish.qos);
         let (pkid, wire) = (publish.pkid, publish.qos);
         let mut parts = MessageParts::new(publish.topic, publish.payload);
         parts.qos = qos;
@@ -483,6 +579,31 @@ fn report_unclaimed(shared: &Shared, delivery: Delivery) {
     shared.emit(Event::Unrouted { topic, qos });
 }
 
+/// Why an established connection ended.
+struct Lost {
+    /// In words, for `Event::Disconnected` and the logs.
+    reason: String,
+    /// The broker closed (or reset) the connection, with no error on this side.
+    by_broker: bool,
+}
+
+impl From<&LinkError> for Lost {
+    fn from(error: &LinkError) -> Self {
+        let by_broker = match error {
+            LinkError::Closed => true,
+            LinkError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        };
+        Lost {
+            reason: error.to_string(),
+            by_broker,
+        }
+    }
+}
+
 /// What the driver does after handling an event.
 enum Next {
     Poll,
@@ -504,6 +625,14 @@ enum Next {
     YieldAtBatchEnd,
     /// The client's DISCONNECT was sent.
     Stop,
+}
+
+fn from_wire(qos: WireQoS) -> QoS {
+    match qos {
+        WireQoS::AtMostOnce => QoS::AtMostOnce,
+        WireQoS::AtLeastOnce => QoS::AtLeastOnce,
+        WireQoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }
 
 /// Notify a settled publish (outside the outbound lock, which the caller released).

@@ -16,16 +16,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use rumqttc::{
-    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, PubComp,
+    ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, PubComp, QoS,
     Request, StateError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
+use super::lifecycle::deadline_after;
 use super::options::ValidOptions;
 use super::publish::wire_qos;
 use super::requests::RequestQueue;
@@ -62,6 +63,9 @@ pub(crate) enum LinkError {
     NotMqtt(Vec<u8>),
     #[error("malformed packet from the broker: {0:?}")]
     Decode(rumqttc::Error),
+    /// The broker broke a rule of the protocol.
+    #[error("protocol violation by the broker: {0}")]
+    Protocol(&'static str),
     #[error("protocol state: {0}")]
     State(#[from] StateError),
     #[error("connection closed by the broker")]
@@ -76,6 +80,35 @@ pub(crate) enum LinkError {
     KeepAliveTimeout,
     #[error("not connected")]
     NotConnected,
+}
+
+/// An incoming PUBLISH larger than the maximum packet size: its bytes were skipped
+/// as they arrived (never buffered whole), its header kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TooLarge {
+    pub(crate) topic: String,
+    pub(crate) qos: QoS,
+    pub(crate) pkid: u16,
+    /// The whole packet's size in bytes.
+    pub(crate) size: usize,
+}
+
+/// What a poll of the engine gives.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// An event of rumqttc's state machine.
+    Wire(Event),
+    /// A message too large to take, skipped.
+    TooLarge(TooLarge),
+}
+
+/// The oversized messages skipped, in their place among rumqttc's events.
+#[derive(Debug, Default)]
+struct Skipped {
+    /// Events taken from `MqttState::events` so far.
+    handed: u64,
+    /// Each skipped message with the number of events handed out before it.
+    queue: VecDeque<(u64, TooLarge)>,
 }
 
 /// The byte stream a connection runs on.
@@ -122,6 +155,8 @@ struct Link {
     unanswered_read: bool,
     /// SUBSCRIBEs and UNSUBSCRIBEs sent and not answered yet.
     awaiting_sub_acks: usize,
+    /// Bytes of an oversized packet still to skip as they arrive.
+    discard: usize,
 }
 
 /// One client's connection: the link while connected, and the protocol state and
@@ -144,6 +179,7 @@ pub(crate) struct Engine {
     write_timeout: Duration,
     /// The DISCONNECT was taken: nothing may follow it [MQTT-3.14.4-1].
     disconnecting: bool,
+    skipped: Skipped,
 }
 
 impl Engine {
@@ -172,6 +208,7 @@ impl Engine {
             keep_alive: b.keep_alive,
             write_timeout: b.write_timeout,
             disconnecting: false,
+            skipped: Skipped::default(),
         }
     }
 
@@ -196,6 +233,7 @@ impl Engine {
             awaiting_pingresp: false,
             unanswered_read: false,
             awaiting_sub_acks: 0,
+            discard: 0,
         };
         let mut connect = Connect::new(b.client_id.as_str());
         connect.keep_alive = u16::try_from(b.keep_alive.as_secs()).unwrap_or(u16::MAX);
@@ -231,7 +269,7 @@ impl Engine {
 
     /// The next event of the live connection. On an error the connection is closed
     /// and [`clean`](Self::clean)ed. Cancel safe.
-    pub(crate) async fn poll(&mut self) -> Result<Event, LinkError> {
+    pub(crate) async fn poll(&mut self) -> Result<Polled, LinkError> {
         let result = self.next_event().await;
         if result.is_err() {
             self.clean();
@@ -242,7 +280,22 @@ impl Engine {
     /// Events read and not handed out yet: the next [`poll`](Self::poll) returns
     /// one without reading the socket.
     pub(crate) fn has_events(&self) -> bool {
-        !self.state.events.is_empty()
+        !self.state.events.is_empty() || !self.skipped.queue.is_empty()
+    }
+
+    /// The next event read and not handed out yet, in arrival order.
+    pub(crate) fn next_buffered(&mut self) -> Option<Polled> {
+        let skipped = &mut self.skipped;
+        if skipped
+            .queue
+            .front()
+            .is_some_and(|(before, _)| *before <= skipped.handed)
+        {
+            return skipped.queue.pop_front().map(|(_, t)| Polled::TooLarge(t));
+        }
+        let event = self.state.events.pop_front()?;
+        skipped.handed += 1;
+        Some(Polled::Wire(event))
     }
 
     /// Drop the connection. Unacknowledged publishes and PUBRELs, then every request
@@ -276,22 +329,22 @@ impl Engine {
             || (self.state.inflight() < self.inflight_limit && self.state.collision.is_none())
     }
 
-    async fn next_event(&mut self) -> Result<Event, LinkError> {
+    async fn next_event(&mut self) -> Result<Polled, LinkError> {
         loop {
             // Events are handed out only once what produced them is written.
             let written = self.link.as_ref().is_none_or(|l| l.write.is_empty());
             if written {
-                if let Some(event) = self.state.events.pop_front() {
+                if let Some(event) = self.next_buffered() {
                     return Ok(event);
                 }
             }
             // Bytes read with the CONNACK may hold whole packets already.
             if let Some(link) = self.link.as_mut().filter(|l| !l.read.is_empty()) {
-                link.receive(&mut self.state, self.max_packet_size)?;
+                link.receive(&mut self.state, self.max_packet_size, &mut self.skipped)?;
             }
             self.take_ready()?;
             self.flush().await?;
-            if let Some(event) = self.state.events.pop_front() {
+            if let Some(event) = self.next_buffered() {
                 return Ok(event);
             }
             let take_new = self.pending.is_empty() && self.queued.is_empty() && self.can_take();
@@ -301,6 +354,7 @@ impl Engine {
                 requests,
                 link,
                 max_packet_size,
+                skipped,
                 ..
             } = self;
             let requests = &**requests;
@@ -318,13 +372,13 @@ impl Engine {
             tokio::select! {
                 filled = fill(&mut link.socket, &mut link.read) => {
                     filled?;
-                    link.receive(state, max)?;
+                    link.receive(state, max, skipped)?;
                     link.unanswered_read = true;
                 }
                 () = std::future::poll_fn(|cx| requests.poll_ready(cx)), if take_new => {}
                 () = ping_due => {
                     if let Some(sleep) = link.keepalive.as_mut() {
-                        sleep.as_mut().reset(Instant::now() + keep_alive);
+                        sleep.as_mut().reset(deadline_after(keep_alive));
                     }
                     link.ping(max)?;
                 }
@@ -416,9 +470,43 @@ impl Link {
         self.encode(&Packet::PingReq, max)
     }
 
-    /// Handle every complete packet in the read buffer, queueing the replies.
-    fn receive(&mut self, state: &mut MqttState, max: usize) -> Result<(), LinkError> {
-        while let Some(packet) = self.next_packet(max)? {
+    /// Handle every complete packet in the read buffer, queueing the replies. A
+    /// PUBLISH over `max` is skipped and noted in `skipped`.
+    fn receive(
+        &mut self,
+        state: &mut MqttState,
+        max: usize,
+        skipped: &mut Skipped,
+    ) -> Result<(), LinkError> {
+        loop {
+            if self.discard > 0 {
+                let n = self.discard.min(self.read.len());
+                self.read.advance(n);
+                self.discard -= n;
+                if self.discard > 0 {
+                    return Ok(());
+                }
+            }
+            if let Some(&first) = self.read.first() {
+                check_flags(first)?;
+            }
+            let packet = match Packet::read(&mut self.read, max) {
+                Ok(Packet::Publish(publish)) => {
+                    check_topic(&publish.topic)?;
+                    Packet::Publish(publish)
+                }
+                Ok(packet) => packet,
+                Err(rumqttc::Error::InsufficientBytes(_)) => return Ok(()),
+                Err(rumqttc::Error::PayloadSizeLimitExceeded(_)) => match self.skip_oversized()? {
+                    Some(too_large) => {
+                        let before = skipped.handed + state.events.len() as u64;
+                        skipped.queue.push_back((before, too_large));
+                        continue;
+                    }
+                    None => return Ok(()),
+                },
+                Err(e) => return Err(LinkError::Decode(e)),
+            };
             match &packet {
                 Packet::PingResp => self.awaiting_pingresp = false,
                 Packet::SubAck(_) | Packet::UnsubAck(_) => {
@@ -440,7 +528,69 @@ impl Link {
                 self.encode(&reply, max)?;
             }
         }
-        Ok(())
+    }
+
+    /// The read buffer starts with a packet over the maximum size (rumqttc checked
+    /// its fixed header). A PUBLISH is skipped: its topic and packet id are read,
+    /// once they have arrived (at most 65,541 bytes), then its bytes are dropped,
+    /// those still to come as they arrive. Any other packet that large is an
+    /// error. `None` while the PUBLISH's header is incomplete.
+    fn skip_oversized(&mut self) -> Result<Option<TooLarge>, LinkError> {
+        let read = &self.read[..];
+        let malformed = |why: &'static str| LinkError::Protocol(why);
+        let first = read.first().copied().unwrap_or_default();
+        if first >> 4 != 3 {
+            return Err(malformed("a packet over the maximum packet size"));
+        }
+        let qos = match (first >> 1) & 0b11 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => return Err(malformed("a PUBLISH with QoS 3")),
+        };
+        // The remaining length: 1 to 4 bytes, each but the last with its top bit set.
+        let mut remaining = 0usize;
+        let mut header = 1;
+        for (i, byte) in read.iter().skip(1).take(4).enumerate() {
+            remaining |= usize::from(byte & 0x7f) << (7 * i);
+            header += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let total = header + remaining;
+        let Some(topic_len) = read
+            .get(header..header + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return Ok(None);
+        };
+        let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+        let known = header + 2 + topic_len + id_len;
+        if known > total {
+            return Err(malformed("a PUBLISH shorter than its topic"));
+        }
+        if read.len() < known {
+            return Ok(None);
+        }
+        let topic = std::str::from_utf8(&read[header + 2..header + 2 + topic_len])
+            .map_err(|_| malformed("a topic that is not UTF-8"))?
+            .to_owned();
+        check_topic(&topic)?;
+        let pkid = if id_len == 0 {
+            0
+        } else {
+            u16::from_be_bytes([read[known - 2], read[known - 1]])
+        };
+        let now = total.min(read.len());
+        self.read.advance(now);
+        self.discard = total - now;
+        Ok(Some(TooLarge {
+            topic,
+            qos,
+            pkid,
+            size: total,
+        }))
     }
 
     /// Before the engine waits for the socket: if what was last read got no reply
@@ -521,6 +671,45 @@ impl Link {
         self.socket.flush().await?;
         Ok(())
     }
+}
+
+/// The flags of a packet a broker sends are fixed but for PUBLISH's
+/// [MQTT-2.2.2-1/2]: a packet with other flags is a protocol violation, and the
+/// connection is closed [MQTT-4.8.0-1]. A PUBLISH must not have both QoS bits
+/// [MQTT-3.3.1-4] nor DUP at QoS 0 [MQTT-3.3.1-2].
+fn check_flags(first: u8) -> Result<(), LinkError> {
+    let flags = first & 0x0f;
+    let ok = match first >> 4 {
+        // PUBLISH: DUP, QoS, RETAIN.
+        3 => {
+            let qos = (flags >> 1) & 0b11;
+            qos != 3 && !(qos == 0 && flags & 0b1000 != 0)
+        }
+        // PUBREL (also SUBSCRIBE and UNSUBSCRIBE, which a broker never sends).
+        6 | 8 | 10 => flags == 0b0010,
+        _ => flags == 0,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(LinkError::Protocol("reserved flags set in a packet header"))
+    }
+}
+
+/// A topic a broker sends is a topic name: not empty [MQTT-4.7.3-1], no wildcard
+/// [MQTT-3.3.2-2] and no NUL [MQTT-4.7.3-2]. Anything else is a protocol
+/// violation, and the connection is closed rather than the message delivered to
+/// subscriptions that would match it wrongly.
+fn check_topic(topic: &str) -> Result<(), LinkError> {
+    if topic.is_empty() {
+        return Err(LinkError::Protocol("a PUBLISH with an empty topic"));
+    }
+    if topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0)) {
+        return Err(LinkError::Protocol(
+            "a PUBLISH whose topic has a wildcard or NUL",
+        ));
+    }
+    Ok(())
 }
 
 /// Read what the socket has into `read`. Cancel safe.
@@ -631,6 +820,16 @@ mod tests {
         }
     }
 
+    impl Engine {
+        /// [`poll`](Engine::poll), for a rumqttc event.
+        async fn poll_wire(&mut self) -> Result<Event, LinkError> {
+            match self.poll().await? {
+                Polled::Wire(event) => Ok(event),
+                other => panic!("expected a rumqttc event, got {other:?}"),
+            }
+        }
+    }
+
     struct Rig {
         engine: Engine,
         requests: Arc<RequestQueue>,
@@ -666,6 +865,7 @@ mod tests {
             awaiting_pingresp: false,
             unanswered_read: false,
             awaiting_sub_acks: 0,
+            discard: 0,
         });
         Rig {
             engine,
@@ -685,7 +885,7 @@ mod tests {
         }
         for pkid in [1, 2] {
             assert_eq!(
-                rig.engine.poll().await.unwrap(),
+                rig.engine.poll_wire().await.unwrap(),
                 Event::Outgoing(Outgoing::Publish(pkid))
             );
         }
@@ -725,7 +925,7 @@ mod tests {
                 .push(publish(b"x", WireQoS::AtLeastOnce))
                 .unwrap();
         }
-        let first = rig.engine.poll().await.unwrap();
+        let first = rig.engine.poll_wire().await.unwrap();
         assert_eq!(first, Event::Outgoing(Outgoing::Publish(1)));
         assert_eq!(rig.writes.load(Ordering::SeqCst), 1);
         let packets = read_packets(&mut rig.broker, 10).await;
@@ -734,7 +934,7 @@ mod tests {
 
     /// Poll until the engine waits for the socket again (the poll is cancel safe).
     async fn until_idle(engine: &mut Engine) {
-        let idle = tokio::time::timeout(Duration::from_millis(50), engine.poll()).await;
+        let idle = tokio::time::timeout(Duration::from_millis(50), engine.poll_wire()).await;
         assert!(idle.is_err(), "nothing more to hand out");
     }
 
@@ -744,7 +944,7 @@ mod tests {
         publish.pkid = 0;
         from_broker(&mut rig.broker, Packet::Publish(publish)).await;
         assert!(matches!(
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
             Event::Incoming(Packet::Publish(_))
         ));
         until_idle(&mut rig.engine).await;
@@ -762,7 +962,7 @@ mod tests {
             .push(publish(b"x", WireQoS::AtLeastOnce))
             .unwrap();
         assert_eq!(
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
             Event::Outgoing(Outgoing::Publish(1))
         );
         read_packets(&mut rig.broker, 1).await;
@@ -776,23 +976,23 @@ mod tests {
         let mut incoming = Publish::new("t", WireQoS::AtLeastOnce, b"m".to_vec());
         incoming.pkid = 7;
         from_broker(&mut rig.broker, Packet::Publish(incoming)).await;
-        rig.engine.poll().await.unwrap();
+        rig.engine.poll_wire().await.unwrap();
         rig.requests
             .push(Request::PubAck(rumqttc::PubAck::new(7)))
             .unwrap();
         assert_eq!(
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
             Event::Outgoing(Outgoing::PubAck(7))
         );
         until_idle(&mut rig.engine).await;
         assert_eq!(quick_acks(&rig), 1, "the PUBACK written carried the ack");
 
         from_broker(&mut rig.broker, Packet::PubAck(rumqttc::PubAck::new(1))).await;
-        rig.engine.poll().await.unwrap();
+        rig.engine.poll_wire().await.unwrap();
         let subscribe = rumqttc::Subscribe::new("t", WireQoS::AtLeastOnce);
         rig.requests.push(Request::Subscribe(subscribe)).unwrap();
         assert_eq!(
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
             Event::Outgoing(Outgoing::Subscribe(2))
         );
         message_then_idle(&mut rig).await;
@@ -807,15 +1007,15 @@ mod tests {
     async fn new_publishes_wait_for_a_free_packet_id() {
         let mut rig = rig(2, 64 * 1024);
         fill_two_ids(&mut rig).await;
-        let waiting = tokio::time::timeout(Duration::from_millis(50), rig.engine.poll()).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), rig.engine.poll_wire()).await;
         assert!(
             waiting.is_err(),
             "the third publish waits: ids 1 and 2 are in use"
         );
         from_broker(&mut rig.broker, Packet::PubAck(rumqttc::PubAck::new(1))).await;
         let events = [
-            rig.engine.poll().await.unwrap(),
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
         ];
         assert!(events.contains(&Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(1)))));
         assert!(events.contains(&Event::Outgoing(Outgoing::Publish(1))));
@@ -832,7 +1032,7 @@ mod tests {
             .write(&mut link.read, 1024)
             .unwrap();
         // Nothing more arrives: the packet read along with the CONNACK must come out.
-        let event = tokio::time::timeout(Duration::from_secs(1), rig.engine.poll())
+        let event = tokio::time::timeout(Duration::from_secs(1), rig.engine.poll_wire())
             .await
             .expect("handled without waiting for the socket")
             .unwrap();
@@ -847,13 +1047,13 @@ mod tests {
         rig.requests
             .push(publish(&payload, WireQoS::AtLeastOnce))
             .unwrap();
-        let cut = tokio::time::timeout(Duration::from_millis(20), rig.engine.poll()).await;
+        let cut = tokio::time::timeout(Duration::from_millis(20), rig.engine.poll_wire()).await;
         assert!(cut.is_err(), "the write is stuck until the broker reads");
         let reader = tokio::spawn(async move {
             let packets = read_packets(&mut rig.broker, 1).await;
             (packets, rig.broker)
         });
-        let event = rig.engine.poll().await.unwrap();
+        let event = rig.engine.poll_wire().await.unwrap();
         assert_eq!(event, Event::Outgoing(Outgoing::Publish(1)));
         let (packets, _broker) = reader.await.unwrap();
         match &packets[..] {
@@ -874,7 +1074,7 @@ mod tests {
     async fn an_unanswered_ping_ends_the_connection() {
         let mut rig = rig(10, 1024);
         keep_alive(&mut rig, Duration::from_millis(20));
-        let ended = tokio::time::timeout(Duration::from_secs(2), rig.engine.poll())
+        let ended = tokio::time::timeout(Duration::from_secs(2), rig.engine.poll_wire())
             .await
             .expect("the connection ends at the second period");
         assert!(
@@ -914,7 +1114,7 @@ mod tests {
         });
         let mut events = Vec::new();
         let until = tokio::time::Instant::now() + Duration::from_millis(300);
-        while let Ok(polled) = tokio::time::timeout_at(until, rig.engine.poll()).await {
+        while let Ok(polled) = tokio::time::timeout_at(until, rig.engine.poll_wire()).await {
             events.push(polled.unwrap());
         }
         assert!(
@@ -938,7 +1138,7 @@ mod tests {
         let mut rig = rig(10, 1024);
         from_broker(&mut rig.broker, Packet::PubRel(rumqttc::PubRel::new(42))).await;
         assert_eq!(
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
             Event::Incoming(Packet::PubRel(rumqttc::PubRel::new(42)))
         );
         assert_eq!(
@@ -975,7 +1175,7 @@ mod tests {
             rig.requests.push(request).unwrap();
         }
         assert_eq!(
-            rig.engine.poll().await.unwrap(),
+            rig.engine.poll_wire().await.unwrap(),
             Event::Outgoing(Outgoing::Disconnect)
         );
         until_idle(&mut rig.engine).await;
@@ -992,5 +1192,110 @@ mod tests {
             "{} bytes after the DISCONNECT",
             bytes.len()
         );
+    }
+
+    /// A PUBLISH over the limit between two small ones, written in small pieces:
+    /// the engine skips it without buffering it and hands it out in its place.
+    #[tokio::test]
+    async fn an_oversized_publish_is_skipped_in_its_place() {
+        let mut rig = rig(10, 64 * 1024);
+        rig.engine.max_packet_size = 1024;
+        let mut bytes = BytesMut::new();
+        for (pkid, size) in [(1u16, 10usize), (2, 4000), (3, 10)] {
+            let mut publish = Publish::new("big/t", WireQoS::AtLeastOnce, vec![b'x'; size]);
+            publish.pkid = pkid;
+            Packet::Publish(publish)
+                .write(&mut bytes, usize::MAX)
+                .unwrap();
+        }
+        let broker = &mut rig.broker;
+        let writer = async move {
+            for chunk in bytes.chunks(300) {
+                broker.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        };
+        let mut polled = Vec::new();
+        let reader = async {
+            while polled.len() < 3 {
+                polled.push(rig.engine.poll().await.unwrap());
+            }
+        };
+        tokio::join!(writer, reader);
+        let pkids: Vec<_> = polled
+            .iter()
+            .map(|p| match p {
+                Polled::Wire(Event::Incoming(Packet::Publish(p))) => (p.pkid, false),
+                Polled::TooLarge(t) => (t.pkid, true),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(pkids, vec![(1, false), (2, true), (3, false)]);
+        let Polled::TooLarge(big) = &polled[1] else {
+            unreachable!()
+        };
+        assert_eq!(big.topic, "big/t");
+        assert_eq!(big.qos, WireQoS::AtLeastOnce);
+        assert!(big.size > 4000, "{}", big.size);
+        let link = rig.engine.link.as_ref().unwrap();
+        assert!(link.read.capacity() < 4000, "never buffered whole");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_packet_other_than_publish_ends_the_connection() {
+        let mut rig = rig(10, 64 * 1024);
+        rig.engine.max_packet_size = 64;
+        // A SUBACK claiming 1,000 bytes.
+        rig.broker
+            .write_all(&[0x90, 0xe8, 0x07, 0, 1])
+            .await
+            .unwrap();
+        let ended = rig.engine.poll().await;
+        assert!(matches!(ended, Err(LinkError::Protocol(_))), "{ended:?}");
+    }
+
+    /// What a broker may not send: each ends the connection as a protocol error.
+    #[tokio::test]
+    async fn reserved_flags_and_invalid_topics_end_the_connection() {
+        let publish = |topic: &[u8]| {
+            let mut bytes = vec![0x30, (2 + topic.len() + 1) as u8, 0, topic.len() as u8];
+            bytes.extend_from_slice(topic);
+            bytes.push(b'x');
+            bytes
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("PUBACK with flags", vec![0x41, 0x02, 0x00, 0x01]),
+            ("PUBREL without its flag", vec![0x60, 0x02, 0x00, 0x01]),
+            ("PINGRESP with flags", vec![0xd8, 0x00]),
+            ("PUBLISH QoS 0 with DUP", {
+                let mut p = publish(b"t");
+                p[0] |= 0x08;
+                p
+            }),
+            ("PUBLISH with QoS 3", {
+                let mut p = publish(b"t");
+                p[0] |= 0x06;
+                p
+            }),
+            ("empty topic", publish(b"")),
+            ("wildcard +", publish(b"a/+")),
+            ("wildcard #", publish(b"a/#")),
+            ("NUL", publish(b"a\0b")),
+        ];
+        for (case, bytes) in cases {
+            let mut rig = rig(10, 1024);
+            rig.broker.write_all(&bytes).await.unwrap();
+            let ended = rig.engine.poll().await;
+            assert!(
+                matches!(ended, Err(LinkError::Protocol(_))),
+                "{case}: {ended:?}"
+            );
+        }
+        let mut rig = rig(10, 1024);
+        rig.broker.write_all(&publish(b"a/b")).await.unwrap();
+        assert!(matches!(
+            rig.engine.poll().await,
+            Ok(Polled::Wire(Event::Incoming(Packet::Publish(_))))
+        ));
     }
 }

@@ -63,6 +63,17 @@ pub enum Event {
         /// How long the client waits first.
         delay: Duration,
     },
+    /// The broker closed the connection within a few seconds of accepting it, with
+    /// no error on this side: most likely another client connected with the same
+    /// client id and took the session over (the broker drops the older connection
+    /// on every takeover, so two such clients take it from each other in turn). The
+    /// client backs off before reconnecting, as after a failed attempt
+    /// ([`Event::Reconnecting`] follows), so that this never turns into a
+    /// reconnect storm.
+    SessionTakenOver {
+        /// How long the connection lived after its CONNACK.
+        lived: Duration,
+    },
     /// The ack watchdog found a publish unacknowledged for longer than `ack_timeout`
     /// and is forcing a reconnect.
     AckTimeout {
@@ -93,6 +104,30 @@ pub enum Event {
         /// Its QoS.
         qos: crate::QoS,
     },
+    /// The client's background task panicked: a bug, or a panic in something it
+    /// runs synchronously (an `on_event` callback, a custom `Backoff`). The client
+    /// stops as if the connection were lost for good: publishes in flight fail
+    /// with `ConnectionLost`, `wait_connected()` returns, [`Event::Stopped`]
+    /// follows.
+    Crashed {
+        /// The panic's message.
+        reason: String,
+    },
+    /// A message larger than `ClientBuilder::max_packet_size` arrived. Its bytes
+    /// were skipped as they came (never held in memory), and it was acknowledged
+    /// and dropped, so that the broker does not send it again on every reconnect
+    /// (a message it cannot deliver would otherwise block the ones after it for
+    /// good). See `docs/subscribe.md`, "Messages over the size limit".
+    MessageTooLarge {
+        /// The message's topic.
+        topic: String,
+        /// Its QoS.
+        qos: crate::QoS,
+        /// The packet's size in bytes.
+        size: usize,
+        /// The client's `max_packet_size`.
+        max: usize,
+    },
     /// The client stopped.
     Stopped,
     /// This reader fell more than 1,024 events behind and missed the `missed` oldest;
@@ -117,6 +152,11 @@ impl fmt::Display for Event {
             Event::Reconnecting { attempt, delay } => {
                 write!(f, "reconnect attempt {attempt} in {delay:?}")
             }
+            Event::SessionTakenOver { lived } => write!(
+                f,
+                "the broker closed the connection {lived:?} after accepting it \
+                 (another client with the same client id?)"
+            ),
             Event::AckTimeout { waited } => {
                 write!(f, "no acknowledgement for {waited:?}: reconnecting")
             }
@@ -134,6 +174,19 @@ impl fmt::Display for Event {
                     f,
                     "no subscription for a QoS {qos} message on {topic:?}: dropped"
                 )
+            }
+            Event::MessageTooLarge {
+                topic,
+                qos,
+                size,
+                max,
+            } => write!(
+                f,
+                "a {qos} message on {topic:?} of {size} bytes is over the {max}-byte limit: \
+                 acknowledged and dropped"
+            ),
+            Event::Crashed { reason } => {
+                write!(f, "the client's background task panicked: {reason}")
             }
             Event::Stopped => f.write_str("stopped"),
             Event::Lagged { missed } => {

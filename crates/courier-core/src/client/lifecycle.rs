@@ -1,10 +1,13 @@
 //! Starting and stopping: builds the request queue and connection engine from the
 //! options, spawns the driver task, and stops it gracefully.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -12,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::consumers::Consumers;
 use super::driver::{Driver, Ending, finish};
 use super::engine::Engine;
-use super::events::{ConnectionState, EVENT_BUFFER};
+use super::events::{ConnectionState, EVENT_BUFFER, Event};
 use super::inbound::Inbound;
 use super::middleware::{
     BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply,
@@ -88,7 +91,7 @@ fn spawn(
     }
     let (first_tx, first_rx) = oneshot::channel();
     let driver = Driver::new(shared.clone(), engine, fail_fast.then_some(first_tx));
-    let handle = tokio::spawn(driver.run());
+    let handle = tokio::spawn(supervise(shared.clone(), driver.run()));
     let _ = shared.driver_abort.set(handle.abort_handle());
     if let Some(timeout) = shared.opts.builder.ack_timeout {
         tokio::spawn(super::watchdog::run(shared.clone(), timeout));
@@ -97,6 +100,36 @@ fn spawn(
         *slot = Some(handle);
     }
     (Client::owned(shared), first_rx)
+}
+
+/// Run the driver; if it panics (a bug, or a panic in what it calls synchronously:
+/// an `on_event` callback, a custom backoff), end the client as if the connection
+/// were lost for good, and say why: without this nothing would mark it stopped,
+/// fail its publishes or wake `wait_connected()`.
+async fn supervise(shared: Arc<Shared>, run: impl Future<Output = ()>) {
+    let Err(panic) = AssertUnwindSafe(run).catch_unwind().await else {
+        return;
+    };
+    let reason = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".to_owned());
+    tracing::error!(
+        client_id = %shared.opts.builder.client_id,
+        %reason,
+        "courier: the client's background task panicked; the client stops"
+    );
+    // The events go out even if a callback panics again on them.
+    let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        shared.emit(Event::Crashed {
+            reason: reason.clone(),
+        });
+    }));
+    let finished = std::panic::catch_unwind(AssertUnwindSafe(|| finish(&shared, Ending::Lost)));
+    if ended.is_err() || finished.is_err() {
+        tracing::error!("courier: an event callback panicked again while the client stopped");
+    }
 }
 
 /// Run the fallback handler (`unrouted_handler`) on its own task, wrapped in the
@@ -163,7 +196,11 @@ pub(crate) async fn stop(shared: &Arc<Shared>) {
         Some(mut handle) => {
             // The DISCONNECT is written at once unless the connection is stuck;
             // give it the write timeout, then cut.
-            let grace = shared.opts.builder.write_timeout + Duration::from_secs(1);
+            let grace = shared
+                .opts
+                .builder
+                .write_timeout
+                .saturating_add(Duration::from_secs(1));
             if timeout(grace, &mut handle).await.is_err() {
                 tracing::warn!("courier: driver did not stop in time; aborting it");
                 handle.abort();

@@ -90,6 +90,7 @@ pub struct ClientBuilder {
     pub(crate) reconnect_backoff: Backoff,
     pub(crate) start_backoff: Backoff,
     pub(crate) graceful_shutdown: Duration,
+    pub(crate) stable_after: Duration,
     pub(crate) max_inflight: u16,
     pub(crate) max_queued_qos0: usize,
     pub(crate) max_packet_size: usize,
@@ -135,6 +136,7 @@ impl Default for ClientBuilder {
                 Duration::from_secs(30),
             ),
             graceful_shutdown: Duration::from_secs(30),
+            stable_after: Duration::from_secs(5),
             max_inflight: 100,
             max_queued_qos0: 10_000,
             max_packet_size: 16 * 1024 * 1024,
@@ -316,6 +318,18 @@ impl ClientBuilder {
     /// doubling to 30 s, the Go `ExponentialStartStrategy`).
     pub fn start_backoff(mut self, backoff: Backoff) -> Self {
         self.start_backoff = backoff;
+        self
+    }
+
+    /// How long a connection must stay up after its CONNACK to count as
+    /// established (default 5 s). One that ends sooner counts as a failed attempt
+    /// for the reconnect backoff, so that a broker that drops every connection at
+    /// once (two clients sharing a client id, garbage after CONNACK) is not
+    /// reconnected to in a tight loop; the backoff starts over once a connection
+    /// lasts this long. Zero turns this off: every loss is followed by an
+    /// immediate attempt, as for a connection that lasted.
+    pub fn stable_after(mut self, period: Duration) -> Self {
+        self.stable_after = period;
         self
     }
 
@@ -642,6 +656,14 @@ impl ClientBuilder {
                 });
             }
         }
+        // The QoS 0 window is a semaphore, which holds at most this many permits.
+        if self.max_queued_qos0 > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::OutOfRange {
+                option: "max_queued_qos0",
+                value: self.max_queued_qos0 as u64,
+                range: "1 to 2^61 - 1",
+            });
+        }
         for (name, d) in [
             ("connect_timeout", self.connect_timeout),
             ("write_timeout", self.write_timeout),
@@ -652,7 +674,12 @@ impl ClientBuilder {
                 return Err(ConfigError::ZeroDuration(name));
             }
         }
+        check_length("client_id", self.client_id.len())?;
+        check_length("username", self.username.as_ref().map_or(0, String::len))?;
+        check_length("password", self.password.as_ref().map_or(0, String::len))?;
         if let Some(will) = &self.last_will {
+            check_length("last_will topic", will.topic.len())?;
+            check_length("last_will payload", will.payload.len())?;
             validate_topic_name(&will.topic).map_err(|source| ConfigError::InvalidLastWill {
                 topic: crate::error::quote_input(&will.topic),
                 source,
@@ -676,6 +703,26 @@ impl ClientBuilder {
             builder: self,
         })
     }
+}
+
+/// The most bytes a string or binary field of CONNECT can hold: its length is
+/// framed in 16 bits.
+const MAX_FIELD_LEN: usize = 65_535;
+
+/// `field` of `len` bytes fits CONNECT's 16-bit length (longer, it used to go out
+/// with a wrapped length: a mis-framed packet).
+fn check_length(field: &'static str, len: usize) -> Result<(), ConfigError> {
+    if len > MAX_FIELD_LEN {
+        return Err(ConfigError::TooLong { field, len });
+    }
+    Ok(())
+}
+
+/// Credentials fit CONNECT (checked at build for static ones, at each connect for
+/// those of a credential provider).
+pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigError> {
+    check_length("username", credentials.username().len())?;
+    check_length("password", credentials.password().map_or(0, str::len))
 }
 
 /// Options that passed validation.
@@ -727,6 +774,7 @@ impl fmt::Debug for ClientBuilder {
             .field("auto_reconnect", &self.auto_reconnect)
             .field("reconnect_backoff", &self.reconnect_backoff)
             .field("graceful_shutdown", &self.graceful_shutdown)
+            .field("stable_after", &self.stable_after)
             .field("max_inflight", &self.max_inflight)
             .field("max_packet_size", &self.max_packet_size)
             .field("tcp_nodelay", &self.tcp_nodelay)

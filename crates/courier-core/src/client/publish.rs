@@ -8,7 +8,9 @@ use bytes::Bytes;
 use rumqttc::Request;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout_at;
+
+use super::lifecycle::deadline_after;
 
 use std::sync::Weak;
 
@@ -191,7 +193,7 @@ async fn send(shared: &Shared, request: PublishRequest) -> Result<(), PublishErr
     if shared.is_closing() {
         return Err(PublishError::Closed);
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     let window = if qos == QoS::AtMostOnce {
         &shared.qos0_window
     } else {
