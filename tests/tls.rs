@@ -15,6 +15,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 
 struct Pki {
     ca_pem: String,
+    /// A client certificate the CA signed, and its key (PEM), for mutual TLS.
+    client_pem: String,
+    client_key: String,
     dir: PathBuf,
 }
 
@@ -34,11 +37,19 @@ fn pki() -> Pki {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "courier test client");
+    let client = client_params.signed_by(&client_key, &ca).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
     Pki {
         ca_pem: ca.pem(),
+        client_pem: client.pem(),
+        client_key: client_key.serialize_pem(),
         dir,
     }
 }
@@ -46,17 +57,23 @@ fn pki() -> Pki {
 /// A Mosquitto with a TLS listener (certificates from `pki`) beside its plain one;
 /// returns it and the TLS port.
 async fn tls_broker(pki: &Pki) -> (TestBroker, u16) {
+    tls_broker_with(pki, &[]).await
+}
+
+/// [`tls_broker`] with `extra` config lines after the TLS listener's (they apply to
+/// it).
+async fn tls_broker_with(pki: &Pki, extra: &[&str]) -> (TestBroker, u16) {
     let tls_port = courier_testkit::free_port().unwrap();
     let d = pki.dir.display();
-    let broker = broker_with(
-        BrokerOptions::new()
-            .config_line(format!("listener {tls_port} 127.0.0.1"))
-            .config_line(format!("cafile {d}/ca.pem"))
-            .config_line(format!("certfile {d}/server.pem"))
-            .config_line(format!("keyfile {d}/server.key")),
-    )
-    .await;
-    (broker, tls_port)
+    let mut lines = BrokerOptions::new()
+        .config_line(format!("listener {tls_port} 127.0.0.1"))
+        .config_line(format!("cafile {d}/ca.pem"))
+        .config_line(format!("certfile {d}/server.pem"))
+        .config_line(format!("keyfile {d}/server.key"));
+    for line in extra {
+        lines = lines.config_line(*line);
+    }
+    (broker_with(lines).await, tls_port)
 }
 
 #[tokio::test]
@@ -144,4 +161,44 @@ async fn tls_errors_name_the_broker_and_the_reason() {
     );
     drop(broker);
     let _ = std::fs::remove_dir_all(&pki.dir);
+}
+
+/// Mutual TLS (Mosquitto's `require_certificate true`): a client without a
+/// certificate is refused during the TLS exchange, and that is reported as a TLS
+/// failure naming the broker (it used to be `ConnectError::Tcp`); with the CA's
+/// client certificate it connects.
+#[tokio::test]
+async fn a_broker_requiring_a_client_certificate_refuses_one_without_as_tls() {
+    if !mosquitto_mode("a_broker_requiring_a_client_certificate_...") {
+        return;
+    }
+    let pki = pki();
+    let (_broker, tls_port) = tls_broker_with(&pki, &["require_certificate true"]).await;
+    let builder = || {
+        Client::builder()
+            .address("localhost", tls_port)
+            .client_id(client_id("mtls"))
+    };
+    let err = builder()
+        .tls(TlsConfig::from_pem(pki.ca_pem.as_bytes(), None).unwrap())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::Tls { broker, .. } if *broker == format!("localhost:{tls_port}")),
+        "{err:?}"
+    );
+    let source = std::error::Error::source(&err).unwrap();
+    assert!(
+        source.downcast_ref::<rustls::Error>().is_some(),
+        "the TLS alert is the source: {source:?}"
+    );
+
+    let client_auth = (pki.client_pem.as_bytes(), pki.client_key.as_bytes());
+    let c = builder()
+        .tls(TlsConfig::from_pem(pki.ca_pem.as_bytes(), Some(client_auth)).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    c.stop().await;
 }

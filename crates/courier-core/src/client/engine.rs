@@ -250,6 +250,11 @@ impl Engine {
             .handshake(self.max_packet_size)
             .await
             .map_err(|error| match error {
+                // With TLS 1.3 a broker refuses a client certificate (or the lack of
+                // one) after the client finished its side of the handshake: the
+                // alert arrives with the first read.
+                #[cfg(feature = "tls")]
+                LinkError::Io(e) if is_tls_error(&e) => LinkError::Tls(e),
                 LinkError::Io(e) => LinkError::ClosedBeforeConnAck(Some(e)),
                 LinkError::Closed => LinkError::ClosedBeforeConnAck(None),
                 other => other,
@@ -748,6 +753,15 @@ async fn tcp_connect(host: &str, port: u16, nodelay: bool) -> Result<TcpStream, 
             source: io::Error::new(io::ErrorKind::NotFound, "no address"),
         },
     })
+}
+
+/// True when `error` carries a TLS failure (a rustls error, such as an alert
+/// from the broker).
+#[cfg(feature = "tls")]
+fn is_tls_error(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 #[cfg(feature = "tls")]
