@@ -308,6 +308,25 @@ pub(crate) async fn clear_session(ctx: &Ctx, id: &str) -> BoxResult<()> {
     Ok(())
 }
 
+/// Poll `eventloop` until `n` publishes arrived (rumqttc acknowledges them) or a
+/// minute passed; how many arrived.
+async fn count_publishes(eventloop: &mut EventLoop, n: u64) -> BoxResult<u64> {
+    let mut got = 0;
+    let received = timeout(Duration::from_secs(60), async {
+        while got < n {
+            if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await? {
+                got += 1;
+            }
+        }
+        Ok::<_, ConnectionError>(())
+    })
+    .await;
+    if let Ok(result) = received {
+        result?;
+    }
+    Ok(got)
+}
+
 /// (6) drain the backlog in the event loop (rumqttc acknowledges automatically).
 pub(crate) async fn dispatch(ctx: &Ctx, n: u64) -> BoxResult<Vec<Measure>> {
     let id = ctx.id("disp");
@@ -317,19 +336,7 @@ pub(crate) async fn dispatch(ctx: &Ctx, n: u64) -> BoxResult<Vec<Measure>> {
     let mut opts = options(ctx, id.clone());
     opts.set_clean_session(false);
     let (client, mut eventloop) = connect(opts, 10, true).await?;
-    let mut got = 0;
-    let drained = timeout(Duration::from_secs(60), async {
-        while got < n {
-            if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await? {
-                got += 1;
-            }
-        }
-        Ok::<_, ConnectionError>(())
-    })
-    .await;
-    if let Ok(result) = drained {
-        result?;
-    }
+    let got = count_publishes(&mut eventloop, n).await?;
     let out = clock.finish(got, None)?;
     disconnect(&client, &mut eventloop).await;
     clear_session(ctx, &id).await?;
@@ -432,19 +439,7 @@ pub(crate) async fn routes(ctx: &Ctx, subs: usize, n: u64) -> BoxResult<Vec<Meas
         })
     };
     let counter = spawn_ack_counter(eventloop, QoS::AtLeastOnce, n);
-    let mut got = 0;
-    let received = timeout(Duration::from_secs(60), async {
-        while got < n {
-            if let Event::Incoming(Packet::Publish(_)) = sub_loop.poll().await? {
-                got += 1;
-            }
-        }
-        Ok::<_, ConnectionError>(())
-    })
-    .await;
-    if let Ok(result) = received {
-        result?;
-    }
+    let got = count_publishes(&mut sub_loop, n).await?;
     let mut out = clock.finish(got, None)?;
     out.push(m(Metric::SubscribeRate, subscribe_rate));
     let client = publisher.await??;

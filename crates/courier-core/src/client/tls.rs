@@ -3,13 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::crypto::{
-    CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms,
-};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::SigningKey;
-use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::{BoxError, ConfigError};
 
@@ -119,97 +116,17 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
-/// *ring* as a rustls provider, assembled from the parts rustls and webpki export
-/// (`rustls::crypto::ring::default_provider` is deprecated since rustls 0.23.48 for
-/// lacking post-quantum key exchange; an application that wants one installs it as
-/// the process default, which [`TlsConfig::crypto_provider`] prefers).
+/// *ring* as rustls provides it. rustls 0.23.48 deprecates this constructor for
+/// lacking post-quantum key exchange; an application that wants that installs its
+/// provider as the process default, which [`TlsConfig::crypto_provider`] prefers.
+/// Assembling *ring*'s provider here instead would copy rustls's table of signature
+/// algorithms.
+#[allow(
+    deprecated,
+    reason = "ring stays the default provider: no C toolchain beyond cc, no cmake"
+)]
 fn ring_provider() -> CryptoProvider {
-    CryptoProvider {
-        cipher_suites: rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec(),
-        kx_groups: rustls::crypto::ring::DEFAULT_KX_GROUPS.to_vec(),
-        signature_verification_algorithms: RING_SIGNATURES,
-        secure_random: &RingParts,
-        key_provider: &RingParts,
-    }
-}
-
-/// The certificate signatures webpki verifies with *ring*, and which of them each TLS
-/// signature scheme may use (TLS 1.2 does not bind an ECDSA scheme to its curve).
-const RING_SIGNATURES: WebPkiSupportedAlgorithms = {
-    use webpki::ring as alg;
-    WebPkiSupportedAlgorithms {
-        all: &[
-            alg::ECDSA_P256_SHA256,
-            alg::ECDSA_P256_SHA384,
-            alg::ECDSA_P384_SHA256,
-            alg::ECDSA_P384_SHA384,
-            alg::ED25519,
-            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
-            alg::RSA_PKCS1_2048_8192_SHA256,
-            alg::RSA_PKCS1_2048_8192_SHA384,
-            alg::RSA_PKCS1_2048_8192_SHA512,
-            alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
-            alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
-            alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
-        ],
-        mapping: &[
-            (
-                SignatureScheme::ECDSA_NISTP384_SHA384,
-                &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
-            ),
-            (
-                SignatureScheme::ECDSA_NISTP256_SHA256,
-                &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
-            ),
-            (SignatureScheme::ED25519, &[alg::ED25519]),
-            (
-                SignatureScheme::RSA_PSS_SHA512,
-                &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
-            ),
-            (
-                SignatureScheme::RSA_PSS_SHA384,
-                &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
-            ),
-            (
-                SignatureScheme::RSA_PSS_SHA256,
-                &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
-            ),
-            (
-                SignatureScheme::RSA_PKCS1_SHA512,
-                &[alg::RSA_PKCS1_2048_8192_SHA512],
-            ),
-            (
-                SignatureScheme::RSA_PKCS1_SHA384,
-                &[alg::RSA_PKCS1_2048_8192_SHA384],
-            ),
-            (
-                SignatureScheme::RSA_PKCS1_SHA256,
-                &[alg::RSA_PKCS1_2048_8192_SHA256],
-            ),
-        ],
-    }
-};
-
-/// *ring*'s system random source and rustls's *ring* key loader.
-#[derive(Debug)]
-struct RingParts;
-
-impl SecureRandom for RingParts {
-    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
-            .map_err(|_| GetRandomFailed)
-    }
-}
-
-impl KeyProvider for RingParts {
-    fn load_private_key(
-        &self,
-        key_der: PrivateKeyDer<'static>,
-    ) -> Result<Arc<dyn SigningKey>, rustls::Error> {
-        rustls::crypto::ring::sign::any_supported_type(&key_der)
-    }
+    rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]
