@@ -11,7 +11,7 @@
 //! every failed attempt of an outage (or is told how many events it missed).
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use courier::{Client, ConnectError, Event, RefusedReason};
@@ -200,13 +200,32 @@ impl Write for Captured {
 }
 
 impl Captured {
-    fn lines_with(&self, needle: &str) -> Vec<String> {
+    /// The lines that hold both `needle` and `also`.
+    fn lines_with(&self, needle: &str, also: &str) -> Vec<String> {
         String::from_utf8_lossy(&self.0.lock().unwrap())
             .lines()
-            .filter(|line| line.contains(needle))
+            .filter(|line| line.contains(needle) && line.contains(also))
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Every warning of this test process, from the first call on. A process-wide
+/// subscriber: a thread-local one (`set_default`) can miss events while tests on
+/// other threads, with no subscriber, register the same call sites.
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        captured
+    })
 }
 
 /// Mosquitto goes away under a connected client: the warnings of the loss and of the
@@ -217,15 +236,7 @@ async fn retry_logs_name_the_client_and_the_broker() {
     if !needs_mosquitto(&broker, "retry_logs_name_the_client_and_the_broker") {
         return;
     }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    // The test's runtime has one thread: the client's task logs through this too.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs();
     let c = client(&broker, "logs").connect().await.unwrap();
     let mut events = c.events();
     broker.stop().await.unwrap();
@@ -240,8 +251,8 @@ async fn retry_logs_name_the_client_and_the_broker() {
     c.stop().await;
     let address = format!("{}:{}", broker.host(), broker.port());
     let fields = format!("client_id={} broker={address}", c.client_id());
-    let lost = captured.lines_with("connection lost");
-    let retries = captured.lines_with("connect attempt failed");
+    let lost = captured.lines_with("connection lost", c.client_id());
+    let retries = captured.lines_with("connect attempt failed", c.client_id());
     println!("{lost:?}\n{retries:?}");
     assert_eq!(lost.len(), 1, "{lost:?}");
     assert!(retries.len() >= 2, "{retries:?}");
