@@ -379,3 +379,69 @@ async fn garbage_after_connack_is_reconnected_to_with_backoff() {
     println!("garbage after CONNACK, 5 s, backoff 50 ms to 500 ms: {with} connections");
     assert!(with <= 20, "backed off: {with} connections");
 }
+
+/// A broker that ignores flow control floods an unread subscription (item 3): the
+/// client takes at most its inbound budget (`max_inbound_buffer`, here 256 KiB) and
+/// then reads nothing more, so the flood stalls in the socket after about the
+/// kernel's buffers' worth (it used to be read in full: 1M tiny messages took
+/// 228 MiB). Once the stream is read, every message the broker managed to send
+/// arrives, in order: none was dropped.
+#[tokio::test]
+async fn a_flood_is_held_back_at_the_socket_and_nothing_is_lost() {
+    use courier_testkit::mqtt::{Publish, SUBSCRIBE};
+
+    const FLOOD: usize = 100_000;
+    let mock = courier_testkit::MockBroker::start().await.unwrap();
+    let client = courier_integration_tests::quick_reconnects()
+        .address("127.0.0.1", mock.port())
+        .client_id(client_id("flooded"))
+        .max_inbound_buffer(256 * 1024)
+        .start()
+        .unwrap();
+    let mut conn = mock.accept().await.unwrap();
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("flood/#").await }
+    });
+    let subscribe = conn
+        .recv_until(SUBSCRIBE, Duration::from_secs(5))
+        .await
+        .unwrap();
+    conn.send_suback(subscribe.pkid().unwrap(), &[1])
+        .await
+        .unwrap();
+    let mut sub = subscribing.await.unwrap().unwrap();
+
+    let payload = vec![b'x'; 1024];
+    let mut sent = 0;
+    while sent < FLOOD {
+        let mut body = sent.to_string().into_bytes();
+        body.extend_from_slice(&payload);
+        let pkid = u16::try_from(sent % 65_535 + 1).unwrap();
+        let publish = Publish::new("flood/x", body).qos(1, pkid);
+        match tokio::time::timeout(Duration::from_secs(1), conn.send_publish(&publish)).await {
+            Ok(written) => written.unwrap(),
+            Err(_) => break, // the client stopped reading: the write stalls
+        }
+        sent += 1;
+    }
+    println!("the broker sent {sent} of {FLOOD} messages before its writes stalled");
+    assert!(
+        sent < FLOOD / 2,
+        "the flood was not held back: {sent} messages taken"
+    );
+    for expected in 0..sent {
+        let msg = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+            .await
+            .unwrap_or_else(|_| panic!("message {expected} of {sent} did not arrive"))
+            .unwrap();
+        let index: String = msg
+            .payload()
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .map(|b| char::from(*b))
+            .collect();
+        assert_eq!(index, expected.to_string(), "in order, none dropped");
+    }
+    client.abort().await;
+}

@@ -517,6 +517,7 @@ impl Driver {
         let mut next = Next::Poll;
         for sink in self.targets.drain(..) {
             let delivery = Delivery {
+                charge: shared.budget.charge(&message),
                 message: message.clone(),
                 ack: registered.as_ref().map(Registered::token),
             };
@@ -542,6 +543,7 @@ impl Driver {
         let registered =
             (message.qos() != QoS::AtMostOnce).then(|| shared.inbound.register(pkid, wire, 1));
         let delivery = Delivery {
+            charge: shared.budget.charge(&message),
             message,
             ack: registered.as_ref().map(Registered::token),
         };

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Sleep;
 
+use super::budget::InboundBudget;
 use super::lifecycle::deadline_after;
 use super::options::ValidOptions;
 use super::publish::wire_qos;
@@ -167,6 +168,8 @@ pub(crate) struct Engine {
     /// Requests to send first after the next CONNACK (then the queue's).
     pub(crate) pending: VecDeque<Request>,
     requests: Arc<RequestQueue>,
+    /// While spent, nothing more is read from the socket.
+    budget: Arc<InboundBudget>,
     /// Requests taken from the queue, not yet allowed out (packet ids all in use).
     queued: VecDeque<Request>,
     link: Option<Link>,
@@ -186,6 +189,7 @@ impl Engine {
     /// `inflight_limit` is the packet-id range: publishes beyond it wait for an ack.
     pub(crate) fn new(
         requests: Arc<RequestQueue>,
+        budget: Arc<InboundBudget>,
         inflight_limit: u16,
         opts: &ValidOptions,
     ) -> Self {
@@ -197,6 +201,7 @@ impl Engine {
             state,
             pending: VecDeque::new(),
             requests,
+            budget,
             queued: VecDeque::new(),
             link: None,
             login: opts
@@ -357,12 +362,17 @@ impl Engine {
             let Engine {
                 state,
                 requests,
+                budget,
                 link,
                 max_packet_size,
                 skipped,
                 ..
             } = self;
             let requests = &**requests;
+            let budget = &**budget;
+            // While the budget is spent, read nothing: what the broker sends waits in
+            // the socket (see `budget`).
+            let reading = !budget.is_spent();
             let link = link.as_mut().ok_or(LinkError::NotConnected)?;
             let max = *max_packet_size;
             link.ack_unanswered_read(state.inflight() > 0);
@@ -375,15 +385,21 @@ impl Engine {
             };
             // `pending` is handled by `take_ready` below without waiting.
             tokio::select! {
-                filled = fill(&mut link.socket, &mut link.read) => {
+                filled = fill(&mut link.socket, &mut link.read), if reading => {
                     filled?;
                     link.receive(state, max, skipped)?;
                     link.unanswered_read = true;
                 }
+                () = std::future::poll_fn(|cx| budget.poll_room(cx)), if !reading => {}
                 () = std::future::poll_fn(|cx| requests.poll_ready(cx)), if take_new => {}
                 () = ping_due => {
                     if let Some(sleep) = link.keepalive.as_mut() {
                         sleep.as_mut().reset(deadline_after(keep_alive));
+                    }
+                    if !reading {
+                        // The PINGRESP waits unread behind the messages held back;
+                        // keep pinging so that the broker keeps the connection.
+                        link.awaiting_pingresp = false;
                     }
                     link.ping(max)?;
                 }
@@ -856,6 +872,11 @@ mod tests {
     /// An engine attached to an in-memory connection, as if just connected. `pipe` is
     /// the connection's buffer size in bytes.
     fn rig(inflight_limit: u16, pipe: usize) -> Rig {
+        rig_with_budget(inflight_limit, pipe, InboundBudget::new(usize::MAX))
+    }
+
+    /// [`rig`] whose engine reads only while `budget` has room.
+    fn rig_with_budget(inflight_limit: u16, pipe: usize, budget: Arc<InboundBudget>) -> Rig {
         let opts = Client::builder()
             .address("localhost", 1883)
             .client_id("engine-test")
@@ -863,7 +884,7 @@ mod tests {
             .validate()
             .unwrap();
         let requests = Arc::new(RequestQueue::default());
-        let mut engine = Engine::new(requests.clone(), inflight_limit, &opts);
+        let mut engine = Engine::new(requests.clone(), budget, inflight_limit, &opts);
         let (client_end, broker) = tokio::io::duplex(pipe);
         let writes = Arc::new(AtomicUsize::new(0));
         let quick_acks = Arc::new(AtomicUsize::new(0));
@@ -1310,6 +1331,31 @@ mod tests {
         assert!(matches!(
             rig.engine.poll().await,
             Ok(Polled::Wire(Event::Incoming(Packet::Publish(_))))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_stops_reading_but_not_pinging() {
+        use crate::codec::JsonCodec;
+        use crate::message::{Message, MessageParts};
+
+        let budget = InboundBudget::new(1);
+        let message = Message::from_parts(MessageParts::new("t", "x"), Arc::new(JsonCodec));
+        let charge = budget.charge(&message);
+        let mut rig = rig_with_budget(10, 64 * 1024, budget);
+        keep_alive(&mut rig, Duration::from_millis(20));
+        let mut incoming = Publish::new("t", WireQoS::AtMostOnce, b"m".to_vec());
+        incoming.pkid = 0;
+        from_broker(&mut rig.broker, Packet::Publish(incoming)).await;
+        // Three keep-alive periods without a PINGRESP: pings go on, no timeout.
+        let idle = tokio::time::timeout(Duration::from_millis(70), rig.engine.poll()).await;
+        assert!(idle.is_err(), "nothing read while the budget is spent");
+        let pings = read_packets(&mut rig.broker, 3).await;
+        assert!(pings.iter().all(|p| *p == Packet::PingReq), "{pings:?}");
+        drop(charge);
+        assert!(matches!(
+            rig.engine.poll().await.unwrap(),
+            Polled::Wire(Event::Incoming(Packet::Publish(_)))
         ));
     }
 }

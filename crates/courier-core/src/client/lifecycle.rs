@@ -12,6 +12,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::InboundBudget;
 use super::consumers::Consumers;
 use super::driver::{Driver, Ending, finish};
 use super::engine::Engine;
@@ -53,7 +54,8 @@ fn spawn(
     // Packet ids cycle through twice the window so a slow acknowledgement rarely
     // collides with a new publish.
     let pkid_range = b.max_inflight.saturating_mul(2);
-    let engine = Engine::new(requests.clone(), pkid_range, &opts);
+    let budget = InboundBudget::new(b.max_inbound_buffer);
+    let engine = Engine::new(requests.clone(), budget.clone(), pkid_range, &opts);
 
     let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
@@ -70,6 +72,7 @@ fn spawn(
         qos0_window,
         inbound: Inbound::new(requests.clone(), consumers.clone()),
         consumers,
+        budget,
         requests,
         router: RwLock::new(Router::default()),
         state,

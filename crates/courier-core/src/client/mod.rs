@@ -5,10 +5,12 @@
 //! background task that `driver` runs; `engine` owns the socket; `requests` queues
 //! what handles send to it; `outbound` and `inbound` map courier's requests to
 //! packet ids and acknowledgements; `router` routes incoming messages to
-//! `subscription`s; `consumers` lets a stop end their delivery first.
+//! `subscription`s; `consumers` lets a stop end their delivery first; `budget`
+//! bounds the memory of what waits for them.
 
 mod backoff;
 mod broker_url;
+mod budget;
 mod consumers;
 mod credentials;
 mod driver;
@@ -100,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) qos0_window: Arc<Semaphore>,
     pub(crate) inbound: Arc<inbound::Inbound>,
     pub(crate) consumers: Arc<consumers::Consumers>,
+    /// Bounds the memory of received messages waiting for consumers.
+    pub(crate) budget: Arc<budget::InboundBudget>,
     pub(crate) router: RwLock<Router>,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) events: broadcast::Sender<Event>,

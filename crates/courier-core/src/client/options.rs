@@ -98,6 +98,7 @@ pub struct ClientBuilder {
     pub(crate) session_loss: SessionLossPolicy,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) subscription_buffer: usize,
+    pub(crate) max_inbound_buffer: usize,
     pub(crate) unrouted_hold: Duration,
     pub(crate) unrouted_handler: Option<BoxHandler>,
     pub(crate) retry_refused: bool,
@@ -144,6 +145,7 @@ impl Default for ClientBuilder {
             session_loss: SessionLossPolicy::Republish,
             codec: Arc::new(JsonCodec),
             subscription_buffer: 1024,
+            max_inbound_buffer: 64 * 1024 * 1024,
             unrouted_hold: Duration::from_secs(5),
             unrouted_handler: None,
             retry_refused: true,
@@ -387,6 +389,17 @@ impl ClientBuilder {
     /// broker's in-flight window holds back the rest.
     pub fn subscription_buffer(mut self, n: usize) -> Self {
         self.subscription_buffer = n;
+        self
+    }
+
+    /// The most memory received messages may take while they wait for their
+    /// consumers (queued in subscriptions or held), counted as payload + topic +
+    /// 256 bytes a message (default 64 MiB). Once it is reached the client reads
+    /// nothing more from the connection until consumers catch up: what the broker
+    /// sends meanwhile waits in the kernel's socket buffers and at the broker, and
+    /// nothing is dropped. Publishing, acknowledging and keep-alive go on.
+    pub fn max_inbound_buffer(mut self, bytes: usize) -> Self {
+        self.max_inbound_buffer = bytes;
         self
     }
 
@@ -647,6 +660,7 @@ impl ClientBuilder {
         for (option, value) in [
             ("max_queued_qos0", self.max_queued_qos0),
             ("subscription_buffer", self.subscription_buffer),
+            ("max_inbound_buffer", self.max_inbound_buffer),
         ] {
             if value == 0 {
                 return Err(ConfigError::OutOfRange {
@@ -779,6 +793,7 @@ impl fmt::Debug for ClientBuilder {
             .field("max_packet_size", &self.max_packet_size)
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("session_loss", &self.session_loss)
+            .field("max_inbound_buffer", &self.max_inbound_buffer)
             .field("unrouted_hold", &self.unrouted_hold)
             .field("unrouted_handler", &self.unrouted_handler.is_some())
             .field("retry_refused", &self.retry_refused)

@@ -180,6 +180,7 @@ pub(crate) async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut
         if let Some(ack) = delivery.ack {
             ack.consume();
         }
+        drop(delivery.charge);
     }
 }
 
@@ -529,6 +530,8 @@ impl Subscription {
                 if let Some(ack) = delivery.ack {
                     ack.consume();
                 }
+                // The message is the stream's now: its budget is given back.
+                drop(delivery.charge);
                 delivery.message
             })
         })

@@ -260,6 +260,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::super::budget::InboundBudget;
     use super::*;
     use crate::codec::JsonCodec;
     use crate::message::{Message, MessageParts};
@@ -306,8 +307,10 @@ mod tests {
     }
 
     fn unmatched(router: &mut Router, topic: &str, now: Instant) -> Unmatched {
+        let message = msg(topic);
         let delivery = Delivery {
-            message: msg(topic),
+            charge: InboundBudget::new(usize::MAX).charge(&message),
+            message,
             ack: None,
         };
         router.place_unmatched(delivery, now, 10)

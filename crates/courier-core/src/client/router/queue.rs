@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::super::budget::Charge;
 use super::super::consumers::Consumers;
 use super::super::inbound::AckToken;
 use crate::message::Message;
@@ -16,6 +17,8 @@ pub(crate) struct Delivery {
     pub(crate) message: Message,
     /// Dropping it tells the broker (in order) that this subscription is done.
     pub(crate) ack: Option<AckToken>,
+    /// Its share of the inbound budget, until it is consumed or dropped.
+    pub(crate) charge: Charge,
 }
 
 /// The sending end of one subscription's queue.
@@ -119,6 +122,7 @@ impl Source {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::budget::InboundBudget;
     use super::*;
     use crate::codec::JsonCodec;
     use crate::message::MessageParts;
@@ -127,42 +131,27 @@ mod tests {
         Message::from_parts(MessageParts::new(topic, "x"), Arc::new(JsonCodec))
     }
 
+    fn delivery(topic: &str) -> Delivery {
+        let message = msg(topic);
+        Delivery {
+            charge: InboundBudget::new(usize::MAX).charge(&message),
+            message,
+            ack: None,
+        }
+    }
+
     #[test]
     fn full_queues_drop_qos0_only() {
         let (sink, mut source) = queue(1, "t", Arc::default());
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Queued
-        );
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Dropped(Some(1))
-        );
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Dropped(None)
-        );
+        assert_eq!(sink.offer(delivery("a")), Offer::Queued);
+        assert_eq!(sink.offer(delivery("a")), Offer::Dropped(Some(1)));
+        assert_eq!(sink.offer(delivery("a")), Offer::Dropped(None));
         let waker = futures_util::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         assert!(matches!(
             source.poll_recv(&mut cx),
             std::task::Poll::Ready(Some(_))
         ));
-        assert_eq!(
-            sink.offer(Delivery {
-                message: msg("a"),
-                ack: None
-            }),
-            Offer::Queued
-        );
+        assert_eq!(sink.offer(delivery("a")), Offer::Queued);
     }
 }
