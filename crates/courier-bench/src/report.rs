@@ -110,14 +110,29 @@ impl Table {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for group in &self.groups {
+            // A rate bought with lost messages is no rate: a workload that lost any
+            // on courier's side misses its rate target.
+            let lossless = group
+                .values
+                .get(&Metric::LossPct)
+                .is_none_or(|[courier, _]| courier.iter().all(|loss| *loss == 0.0));
             for (metric, [courier, raw]) in &group.values {
                 let ratio = median(courier) / median(raw);
                 let target = group.work.target(*metric);
-                let (target_text, met) = match target {
+                let (mut target_text, met) = match target {
                     Target::None => (String::new(), ""),
                     Target::AtLeast(x) => (format!("≥ {x:.2}"), yes_no(ratio >= x)),
                     Target::AtMost(x) => (format!("≤ {x:.2}"), yes_no(ratio <= x)),
                     Target::Above(x) => (format!("> {x:.2}"), yes_no(ratio > x)),
+                };
+                let judged_by_loss = *metric == Metric::Rate
+                    && !matches!(target, Target::None)
+                    && group.values.contains_key(&Metric::LossPct);
+                let met = if judged_by_loss {
+                    target_text.push_str(", no loss");
+                    if lossless { met } else { yes_no(false) }
+                } else {
+                    met
                 };
                 let _ = writeln!(
                     out,

@@ -36,6 +36,13 @@ pub(crate) struct Charge {
     bytes: usize,
 }
 
+impl Charge {
+    /// The budget this charge is part of is spent (this charge included).
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.budget.is_spent()
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         let before = self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);

@@ -42,8 +42,10 @@ pub(crate) struct Source {
 }
 
 /// A subscription's queue. QoS 1/2 deliveries are always accepted (the broker's
-/// in-flight window bounds them, since they are acknowledged only once consumed);
-/// QoS 0 deliveries beyond `capacity` are dropped.
+/// in-flight window bounds them, since they are acknowledged only once consumed,
+/// and the inbound budget stops reading when a broker ignores it); QoS 0 deliveries
+/// beyond `capacity`, or while the inbound budget is spent, are dropped: QoS 0 has
+/// no flow control, and must not make the client stop reading for everyone.
 pub(crate) fn queue(capacity: usize, label: &str, gate: Arc<Consumers>) -> (Sink, Source) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -70,7 +72,10 @@ pub(crate) enum Offer {
 
 impl Sink {
     pub(crate) fn offer(&self, delivery: Delivery) -> Offer {
-        if delivery.ack.is_none() && self.queued.load(Ordering::Relaxed) >= self.capacity {
+        if delivery.ack.is_none()
+            && (self.queued.load(Ordering::Relaxed) >= self.capacity
+                || delivery.charge.budget_spent())
+        {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             return Offer::Dropped((n == 1 || n % 1000 == 0).then_some(n));
         }
@@ -152,6 +157,24 @@ mod tests {
             source.poll_recv(&mut cx),
             std::task::Poll::Ready(Some(_))
         ));
+        assert_eq!(sink.offer(delivery("a")), Offer::Queued);
+    }
+
+    #[test]
+    fn qos0_is_dropped_while_the_inbound_budget_is_spent() {
+        let (sink, _source) = queue(10, "t", Arc::default());
+        let message = msg("a");
+        let budget = InboundBudget::new(1);
+        let spent = Delivery {
+            charge: budget.charge(&message),
+            message,
+            ack: None,
+        };
+        assert_eq!(
+            sink.offer(spent),
+            Offer::Dropped(Some(1)),
+            "room, but no budget"
+        );
         assert_eq!(sink.offer(delivery("a")), Offer::Queued);
     }
 }
