@@ -64,7 +64,7 @@ pub use topic::{TopicError, TopicFilter};
 pub use client::TlsConfig;
 #[cfg(feature = "client")]
 pub use client::{
-    Backoff, BrokerUrl, Client, ClientBuilder, ClientInfo, ConnectionState, CredentialProvider,
-    Credentials, Event, EventStream, FilterGrant, Handler, PublishBuilder, SessionLossPolicy,
-    SubscribeBuilder, Subscription, SubscriptionHandle,
+    Backend, Backoff, BrokerUrl, Client, ClientBuilder, ClientInfo, ConnectionInfo,
+    ConnectionState, CredentialProvider, Credentials, Event, EventStream, FilterGrant, Handler,
+    PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription, SubscriptionHandle,
 };

@@ -21,12 +21,12 @@ use tokio::time::timeout;
 
 use super::engine::{Engine, LinkError, Polled, TooLarge};
 use super::events::{ConnectionState, Event};
-use super::inbound::{Admission, Registered};
+use super::inbound::Admission;
 use super::lifecycle::deadline_after;
 use super::options::check_credentials;
 use super::outbound::Settled;
 use super::publish::wire_qos;
-use super::router::{Delivery, Offer, Sink, Unmatched};
+use super::router::{Ack, Delivery, Offer, Sink, Unmatched};
 use super::{Client, Shared};
 use crate::error::{ConnectError, PublishError, RefusedReason};
 use crate::message::{Message, MessageParts};
@@ -519,7 +519,7 @@ impl Driver {
             let delivery = Delivery {
                 charge: shared.budget.charge(&message),
                 message: message.clone(),
-                ack: registered.as_ref().map(Registered::token),
+                ack: registered.as_ref().map(|r| Ack::Broker(r.token())),
             };
             match sink.offer(delivery) {
                 // A QoS 0 message has no ack to join the write: no yield (it cost
@@ -530,7 +530,7 @@ impl Driver {
                     filter: sink.label().to_owned(),
                     dropped,
                 }),
-                Offer::Dropped(None) => {}
+                Offer::Dropped(None) | Offer::Stopping => {}
             }
         }
         next
@@ -545,7 +545,7 @@ impl Driver {
         let delivery = Delivery {
             charge: shared.budget.charge(&message),
             message,
-            ack: registered.as_ref().map(Registered::token),
+            ack: registered.as_ref().map(|r| Ack::Broker(r.token())),
         };
         let placed = shared.router_write().place_unmatched(
             delivery,

@@ -93,6 +93,7 @@ impl Registered {
             epoch: self.epoch,
             seq: self.seq,
             consumed: false,
+            abandoned: false,
         }
     }
 }
@@ -107,6 +108,7 @@ pub(crate) struct AckToken {
     epoch: u64,
     seq: u64,
     consumed: bool,
+    abandoned: bool,
 }
 
 impl AckToken {
@@ -114,11 +116,18 @@ impl AckToken {
     pub(crate) fn consume(mut self) {
         self.consumed = true;
     }
+
+    /// The subscriber's client stops before it took the message: leave it
+    /// unacknowledged, for the broker to deliver again.
+    pub(crate) fn abandon(mut self) {
+        self.abandoned = true;
+    }
 }
 
 impl Drop for AckToken {
     fn drop(&mut self) {
-        let abandoned = !self.consumed && self.inbound.consumers.is_closed();
+        let abandoned =
+            self.abandoned || (!self.consumed && self.inbound.consumers.is_closed());
         self.inbound.complete(self.epoch, self.seq, abandoned);
     }
 }

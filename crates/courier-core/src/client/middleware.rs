@@ -51,7 +51,8 @@ pub use tower_layer::{Identity, Layer, Stack, layer_fn};
 use super::Client;
 use super::credentials::BoxFuture;
 pub use super::handler::Handler;
-use super::router::Sink;
+use super::budget::InboundBudget;
+use super::router::{Ack, Delivery, Offer, Sink};
 use super::subscription::FilterGrant;
 use crate::error::{BoxError, PublishError, SubscribeError, UnsubscribeError};
 use crate::message::Message;
@@ -91,13 +92,73 @@ impl PublishRequest {
     }
 }
 
-/// A subscribe on its way through the chain: the filters and their QoS. Middleware
-/// may change them (the messages then route by the changed filters).
+/// A subscribe on its way through the chain: the filters and their QoS, and the
+/// subscription's queue. Middleware may change the filters (the messages then route
+/// by the changed filters). A clone feeds the same queue: a backend with several
+/// connections subscribes each with a clone.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct SubscribeRequest {
     /// The topic filters with the QoS asked for each.
     pub filters: Vec<(String, QoS)>,
     pub(crate) sink: Sink,
+}
+
+impl SubscribeRequest {
+    /// For a [`Backend`](super::Backend) that is not a connection (a test double):
+    /// hand `message` to this subscription's stream or handler, as a connection does
+    /// with what its broker sends. A QoS 0 message is dropped when the subscription's
+    /// buffer is full; QoS 1 and 2 messages are always queued.
+    pub fn deliver(&self, message: Message) -> DeliveryReceipt {
+        let (ack, receipt) = if message.qos() == QoS::AtMostOnce {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(Ack::Receipt(tx)), Some(rx))
+        };
+        let delivery = Delivery {
+            charge: InboundBudget::new(usize::MAX).charge(&message),
+            message,
+            ack,
+        };
+        let offer = self.sink.offer(delivery);
+        DeliveryReceipt {
+            settled: receipt,
+            queued: offer == Offer::Queued,
+        }
+    }
+}
+
+/// What became of a message given to [`SubscribeRequest::deliver`].
+#[derive(Debug)]
+#[must_use = "await `consumed` to learn whether the subscriber took the message"]
+pub struct DeliveryReceipt {
+    settled: Option<tokio::sync::oneshot::Receiver<bool>>,
+    queued: bool,
+}
+
+impl DeliveryReceipt {
+    /// Whether the message was queued for the subscriber (false: a QoS 0 message
+    /// dropped from a full buffer, or the client stops).
+    pub fn queued(&self) -> bool {
+        self.queued
+    }
+
+    /// For QoS 1 and 2: wait until the subscriber is done with the message, where a
+    /// connection would acknowledge it to the broker: true once its handler returned
+    /// (or its stream yielded it), false when it was left unacknowledged (the client
+    /// stopped first) or the subscription ended before taking it. For QoS 0: whether
+    /// it was queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn consumed(self) -> bool {
+        match self.settled {
+            Some(settled) => settled.await.unwrap_or(false),
+            None => self.queued,
+        }
+    }
 }
 
 impl fmt::Debug for SubscribeRequest {
@@ -117,6 +178,28 @@ pub struct Subscribed {
     /// The broker's answer for each filter asked for, refusals included.
     pub grants: Vec<FilterGrant>,
     pub(crate) routes: Vec<u64>,
+}
+
+impl Subscribed {
+    /// For a [`Backend`](super::Backend): the broker's answer for each filter (the
+    /// granted filters are those not refused), and the backend's routes for the
+    /// subscription, which [`Backend::release`](super::Backend::release) gets back.
+    pub fn new(grants: Vec<FilterGrant>, routes: Vec<u64>) -> Self {
+        Subscribed {
+            filters: grants
+                .iter()
+                .filter(|g| !g.is_refused())
+                .map(|g| g.filter.clone())
+                .collect(),
+            grants,
+            routes,
+        }
+    }
+
+    /// The routes the backend made for the subscription.
+    pub fn routes(&self) -> &[u64] {
+        &self.routes
+    }
 }
 
 /// An unsubscribe on its way through the chain.

@@ -6,8 +6,10 @@
 //! what handles send to it; `outbound` and `inbound` map courier's requests to
 //! packet ids and acknowledgements; `router` routes incoming messages to
 //! `subscription`s; `consumers` lets a stop end their delivery first; `budget`
-//! bounds the memory of what waits for them.
+//! bounds the memory of what waits for them. A client runs on a connection of its
+//! own or on a `backend` (several connections, or a test double).
 
+mod backend;
 mod backoff;
 mod broker_url;
 mod budget;
@@ -37,12 +39,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use backend::Backend;
 pub use backoff::Backoff;
 pub use broker_url::BrokerUrl;
 pub use credentials::{BoxFuture, CredentialProvider, Credentials};
 pub use events::{ConnectionState, Event, EventStream};
 pub use handler::{Handler, HandlerResult};
-pub use info::ClientInfo;
+pub use info::{ClientInfo, ConnectionInfo};
 pub use options::{ClientBuilder, MQTT_MAX_PACKET_SIZE, SessionLossPolicy};
 pub use publish::PublishBuilder;
 pub use subscription::{FilterGrant, SubscribeBuilder, Subscription, SubscriptionHandle};
@@ -57,10 +60,14 @@ use outbound::Outbound;
 use router::Router;
 
 /// A handle to a running MQTT client. Cheap to clone; every clone drives the same
-/// connection.
+/// connection (or connections).
 ///
-/// Create one with [`Client::builder`]. The connection lives until [`Client::stop`] or
-/// until every handle made from the builder's client is dropped (handles given to
+/// Create one with [`Client::builder`]: it owns one connection to one broker. The
+/// same type runs on several connections (a pool, or one per broker of a cluster:
+/// the `courier-cluster` crate) or on an in-memory fake for tests
+/// (`courier-testkit`), through [`ClientBuilder::build_on`]: code written against
+/// `Client` runs on any of them. The client lives until [`Client::stop`] or until
+/// every handle made from the builder's client is dropped (handles given to
 /// message handlers do not keep it alive).
 ///
 /// ```no_run
@@ -79,17 +86,29 @@ use router::Router;
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    link: Link,
     _owner: Option<Arc<Owner>>,
+}
+
+/// What a client runs on.
+#[derive(Clone, Debug)]
+pub(crate) enum Link {
+    /// A connection of its own.
+    Connection(Arc<Shared>),
+    /// A backend: several connections, or a test double.
+    Backend(Arc<backend::Remote>),
 }
 
 /// Stops the client when the last user-held handle goes away.
 #[derive(Debug)]
-struct Owner(Arc<Shared>);
+struct Owner(Link);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.begin_shutdown();
+        match &self.0 {
+            Link::Connection(shared) => shared.begin_shutdown(),
+            Link::Backend(remote) => remote.close(),
+        }
     }
 }
 
@@ -203,33 +222,84 @@ impl Client {
     }
 
     pub(crate) fn owned(shared: Arc<Shared>) -> Self {
+        let link = Link::Connection(shared);
         Client {
-            _owner: Some(Arc::new(Owner(shared.clone()))),
-            shared,
+            _owner: Some(Arc::new(Owner(link.clone()))),
+            link,
+        }
+    }
+
+    pub(crate) fn on_backend(remote: Arc<backend::Remote>) -> Self {
+        let link = Link::Backend(remote);
+        Client {
+            _owner: Some(Arc::new(Owner(link.clone()))),
+            link,
         }
     }
 
     /// A handle that does not keep the client running (for handlers and callbacks).
     pub(crate) fn unowned(shared: Arc<Shared>) -> Self {
         Client {
-            shared,
+            link: Link::Connection(shared),
             _owner: None,
         }
     }
 
-    /// True when the broker accepted the connection and it has not been lost since.
+    /// This client's handle for its handlers: it does not keep the client running.
+    pub(crate) fn handle(&self) -> Self {
+        Client {
+            link: self.link.clone(),
+            _owner: None,
+        }
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// The options the client itself uses (codec, timeouts, buffer, layers).
+    pub(crate) fn settings(&self) -> &ClientBuilder {
+        match &self.link {
+            Link::Connection(shared) => &shared.opts.builder,
+            Link::Backend(remote) => &remote.settings,
+        }
+    }
+
+    /// The stop gate of this client's streams and handlers.
+    pub(crate) fn consumers(&self) -> &Arc<consumers::Consumers> {
+        match &self.link {
+            Link::Connection(shared) => &shared.consumers,
+            Link::Backend(remote) => &remote.consumers,
+        }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        match &self.link {
+            Link::Connection(shared) => shared.emit(event),
+            Link::Backend(remote) => remote.emit(event),
+        }
+    }
+
+    /// True when the broker accepted the connection and it has not been lost since
+    /// (on several connections: when at least one is up).
     pub fn is_connected(&self) -> bool {
-        self.shared.state.borrow().is_connected()
+        self.state().is_connected()
     }
 
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
-        *self.shared.state.borrow()
+        match &self.link {
+            Link::Connection(shared) => *shared.state.borrow(),
+            Link::Backend(remote) => *remote.backend.state().borrow(),
+        }
     }
 
     /// A watch of the connection state, to await changes.
     pub fn state_watch(&self) -> watch::Receiver<ConnectionState> {
-        self.shared.state.subscribe()
+        match &self.link {
+            Link::Connection(shared) => shared.state.subscribe(),
+            Link::Backend(remote) => remote.backend.state(),
+        }
     }
 
     /// Wait until connected (the Go `WaitForConnection`). Combine with
@@ -246,7 +316,7 @@ impl Client {
     ///
     /// Cancel safe.
     pub async fn wait_connected(&self) -> Result<(), crate::ConnectError> {
-        let mut rx = self.shared.state.subscribe();
+        let mut rx = self.state_watch();
         let connected = rx
             .wait_for(|s| s.is_connected() || *s == ConnectionState::Stopped)
             .await
@@ -254,14 +324,13 @@ impl Client {
         if connected {
             return Ok(());
         }
-        let refused = *self
-            .shared
-            .refused
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let Link::Connection(shared) = &self.link else {
+            return Err(crate::ConnectError::Closed);
+        };
+        let refused = *shared.refused.lock().unwrap_or_else(PoisonError::into_inner);
         Err(match refused {
             Some(reason) => crate::ConnectError::Refused {
-                broker: self.shared.opts.broker(),
+                broker: shared.opts.broker(),
                 reason,
             },
             None => crate::ConnectError::Closed,
@@ -270,54 +339,68 @@ impl Client {
 
     /// Whether the broker kept this client's session (its subscriptions and queued
     /// messages) at the latest connect: the CONNACK's session-present flag, updated
-    /// at every reconnect. `None` before the first connection.
+    /// at every reconnect. `None` before the first connection (and on backends
+    /// with several connections).
     pub fn session_present(&self) -> Option<bool> {
-        match self.shared.session_present.load(Ordering::Acquire) {
-            0 => None,
-            flag => Some(flag == 2),
+        match &self.link {
+            Link::Connection(shared) => match shared.session_present.load(Ordering::Acquire) {
+                0 => None,
+                flag => Some(flag == 2),
+            },
+            Link::Backend(remote) => remote.backend.session_present(),
         }
     }
 
     /// Lifecycle events from now on (connected, disconnected, reconnecting, slow
     /// consumers, handler failures, stopped).
     pub fn events(&self) -> EventStream {
-        EventStream::new(self.shared.events.subscribe())
+        match &self.link {
+            Link::Connection(shared) => EventStream::new(shared.events.subscribe()),
+            Link::Backend(remote) => EventStream::new(remote.backend.events().subscribe()),
+        }
     }
 
     /// The codec used by [`publish_value`](Self::publish_value) and
     /// [`Message::decode`](crate::Message::decode).
     pub fn codec(&self) -> &dyn Codec {
-        &*self.shared.opts.builder.codec
+        &*self.settings().codec
     }
 
-    /// The MQTT client id.
+    /// The MQTT client id (on several connections: the base of theirs).
     pub fn client_id(&self) -> &str {
-        &self.shared.opts.builder.client_id
+        &self.settings().client_id
     }
 
     /// The effective keep-alive interval.
     pub fn keep_alive(&self) -> std::time::Duration {
-        self.shared.opts.builder.keep_alive
+        self.settings().keep_alive
     }
 
     /// The effective write (acknowledgement) timeout.
     pub fn write_timeout(&self) -> std::time::Duration {
-        self.shared.opts.builder.write_timeout
+        self.settings().write_timeout
     }
 
     /// The effective connect timeout.
     pub fn connect_timeout(&self) -> std::time::Duration {
-        self.shared.opts.builder.connect_timeout
+        self.settings().connect_timeout
     }
 
-    /// A snapshot of the client's configuration and state (the Go `InfoHandler`).
+    /// A snapshot of the client's configuration and state (the Go `InfoHandler`);
+    /// on several connections, with each connection's.
     pub fn info(&self) -> ClientInfo {
-        let b = &self.shared.opts.builder;
+        let shared = match &self.link {
+            Link::Connection(shared) => shared,
+            Link::Backend(remote) => return remote.backend.info(),
+        };
+        let b = &shared.opts.builder;
         ClientInfo {
-            addresses: vec![self.shared.opts.broker()],
+            mode: ClientInfo::SINGLE.to_owned(),
+            pool_size: 1,
+            addresses: vec![shared.opts.broker()],
+            active_address: None,
             client_id: b.client_id.clone(),
-            username: self
-                .shared
+            username: shared
                 .opts
                 .static_credentials
                 .as_ref()
@@ -326,27 +409,33 @@ impl Client {
             auto_reconnect: b.auto_reconnect,
             connected: self.is_connected(),
             session_present: self.session_present(),
-            subscriptions: self
-                .shared
+            subscriptions: shared
                 .router_read()
                 .subscriptions()
                 .into_iter()
                 .map(|(f, q)| (f, q.as_u8()))
                 .collect(),
-            publishes_in_flight: self.shared.outbound().publishes_in_flight(),
+            publishes_in_flight: shared.outbound().publishes_in_flight(),
+            connections: Vec::new(),
         }
     }
 
     /// Publishes waiting for an acknowledgement (sent or queued): cheap, for load
     /// balancing across connections.
     pub fn publishes_in_flight(&self) -> usize {
-        self.shared.outbound().publishes_in_flight()
+        match &self.link {
+            Link::Connection(shared) => shared.outbound().publishes_in_flight(),
+            Link::Backend(remote) => remote.backend.publishes_in_flight(),
+        }
     }
 
     /// The broker address (`host:port`, an IPv6 host in brackets) this client
-    /// connects to.
+    /// connects to (on several connections: their addresses, comma-separated).
     pub fn address(&self) -> String {
-        self.shared.opts.broker()
+        match &self.link {
+            Link::Connection(shared) => shared.opts.broker(),
+            Link::Backend(remote) => remote.backend.address(),
+        }
     }
 
     /// Unsubscribe from `filters`: every local subscription on them ends, and the
@@ -369,7 +458,7 @@ impl Client {
         let request = middleware::UnsubscribeRequest {
             filters: filters.into_iter().map(Into::into).collect(),
         };
-        subscription::unsubscribe_via_chain(&self.shared, request).await
+        subscription::unsubscribe_via_chain(&self.link, request).await
     }
 
     /// Stop gracefully, in this order, all within the graceful shutdown period
@@ -390,15 +479,19 @@ impl Client {
     /// [`PublishError::StoppedInFlight`](crate::PublishError::StoppedInFlight): they may
     /// have been delivered. When this returns, no handler runs
     /// and no stream yields. Calling it again (from any clone) waits for the same stop.
+    /// On several connections, steps 2 and 3 are each connection's.
     ///
     /// # Cancel safety
     ///
     /// Once called, the stop proceeds even if this future is dropped; awaiting it again
     /// waits for the end.
     pub async fn stop(&self) {
-        match &self.shared.chains().stopper {
-            Some(chain) => chain.stop().await,
-            None => lifecycle::stop(&self.shared).await,
+        match &self.link {
+            Link::Connection(shared) => match &shared.chains().stopper {
+                Some(chain) => chain.stop().await,
+                None => lifecycle::stop(shared).await,
+            },
+            Link::Backend(remote) => remote.stop_via_chain().await,
         }
     }
 
@@ -416,7 +509,10 @@ impl Client {
     /// Once called, the abort proceeds even if this future is dropped; awaiting it
     /// again waits for the end.
     pub async fn abort(&self) {
-        lifecycle::abort(&self.shared).await;
+        match &self.link {
+            Link::Connection(shared) => lifecycle::abort(shared).await,
+            Link::Backend(remote) => remote.abort().await,
+        }
     }
 }
 

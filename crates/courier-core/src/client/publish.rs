@@ -16,7 +16,7 @@ use std::sync::Weak;
 
 use super::middleware::{PublishRequest, Publisher};
 use super::outbound::PendingPublish;
-use super::{Client, Shared};
+use super::{Client, Link, Shared};
 use crate::codec::encode_value;
 use crate::error::{EncodeError, PublishError, quote_input};
 use crate::payload::IntoPayload;
@@ -73,10 +73,12 @@ impl<'a> IntoFuture for PublishBuilder<'a> {
             request.qos = self.qos;
             request.retain = self.retain;
             request.timeout = self.timeout;
-            let shared = &self.client.shared;
-            match &shared.chains().publisher {
-                Some(chain) => chain.publish(request).await,
-                None => send(shared, request).await,
+            match self.client.link() {
+                Link::Connection(shared) => match &shared.chains().publisher {
+                    Some(chain) => chain.publish(request).await,
+                    None => send(shared, request).await,
+                },
+                Link::Backend(remote) => remote.publish(request).await,
             }
         })
     }

@@ -21,7 +21,7 @@ use super::middleware::{
 use super::outbound::PendingRequest;
 use super::publish::wire_qos;
 use super::router::{Source, queue};
-use super::{Client, Event, Shared};
+use super::{Client, Event, Link, Shared};
 use crate::error::{SubscribeError, UnsubscribeError, quote_input};
 use crate::message::Message;
 use crate::qos::QoS;
@@ -103,16 +103,16 @@ impl<'a> SubscribeBuilder<'a> {
         handler: H,
     ) -> Result<SubscriptionHandle, SubscribeError> {
         let (subscribed, source) = self.register().await?;
-        let shared = self.client.shared.clone();
-        let layers = &shared.opts.builder.layers.handler;
+        let client = self.client.handle();
+        let layers = &client.settings().layers.handler;
         if layers.is_empty() {
-            tokio::spawn(run_handler(shared.clone(), handler, source));
+            tokio::spawn(run_handler(client.clone(), handler, source));
         } else {
             let chain = apply(layers, BoxHandler::new(handler));
-            tokio::spawn(run_handler(shared.clone(), chain, source));
+            tokio::spawn(run_handler(client.clone(), chain, source));
         }
         Ok(SubscriptionHandle {
-            shared,
+            client,
             routes: subscribed.routes,
             filters: subscribed.filters,
             grants: subscribed.grants,
@@ -121,11 +121,11 @@ impl<'a> SubscribeBuilder<'a> {
 
     /// Route the filters to a new queue and subscribe through the chain.
     async fn register(&self) -> Result<(Subscribed, Source), SubscribeError> {
-        let shared = &self.client.shared;
+        let client = self.client;
         let capacity = self
             .buffer
-            .unwrap_or(shared.opts.builder.subscription_buffer);
-        let (sink, source) = queue(capacity, &self.label(), shared.consumers.clone());
+            .unwrap_or(client.settings().subscription_buffer);
+        let (sink, source) = queue(capacity, &self.label(), client.consumers().clone());
         let request = SubscribeRequest {
             filters: self
                 .filters
@@ -134,9 +134,12 @@ impl<'a> SubscribeBuilder<'a> {
                 .collect(),
             sink,
         };
-        let subscribed = match &shared.chains().subscriber {
-            Some(chain) => chain.subscribe(request).await?,
-            None => subscribe(shared, request).await?,
+        let subscribed = match client.link() {
+            Link::Connection(shared) => match &shared.chains().subscriber {
+                Some(chain) => chain.subscribe(request).await?,
+                None => subscribe(shared, request).await?,
+            },
+            Link::Backend(remote) => remote.subscribe(request).await?,
         };
         Ok((subscribed, source))
     }
@@ -144,17 +147,19 @@ impl<'a> SubscribeBuilder<'a> {
 
 /// Runs a handler subscription: one message at a time, in order, on its own task,
 /// until the client stops delivering (see [`Consumers`](super::consumers)).
-pub(crate) async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut source: Source) {
-    let client = Client::unowned(shared.clone());
-    let consumers = &shared.consumers;
+/// `client` is a handle that does not keep the client running.
+pub(crate) async fn run_handler<H: Handler>(client: Client, handler: H, mut source: Source) {
+    let consumers = client.consumers().clone();
     while let Some(delivery) = source.recv().await {
         let Some(_busy) = consumers.enter() else {
-            break; // left unconsumed: delivered again in the next session
+            // Left unconsumed: delivered again in the next session.
+            delivery.abandon();
+            break;
         };
         // A clone (one reference count) keeps the topic for an error report.
         let message = delivery.message.clone();
         let handled =
-            AssertUnwindSafe(handler.handle(client.clone(), delivery.message)).catch_unwind();
+            AssertUnwindSafe(handler.handle(client.clone(), message.clone())).catch_unwind();
         let outcome = tokio::select! {
             biased;
             outcome = handled => outcome,
@@ -164,6 +169,7 @@ pub(crate) async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut
                     "courier: handler cancelled at the end of the graceful shutdown period; \
                      its message is not acknowledged"
                 );
+                delivery.abandon();
                 break;
             }
         };
@@ -175,7 +181,7 @@ pub(crate) async fn run_handler<H: Handler>(shared: Arc<Shared>, handler: H, mut
         if let Some(error) = error {
             let topic = message.topic().to_owned();
             tracing::warn!(%topic, %error, "courier: message handler failed");
-            shared.emit(Event::HandlerFailed { topic, error });
+            client.emit(Event::HandlerFailed { topic, error });
         }
         if let Some(ack) = delivery.ack {
             ack.consume();
@@ -196,7 +202,7 @@ impl<'a> IntoFuture for SubscribeBuilder<'a> {
         Box::pin(async move {
             let (subscribed, source) = self.register().await?;
             Ok(Subscription {
-                shared: self.client.shared.clone(),
+                client: self.client.handle(),
                 source,
                 routes: subscribed.routes,
                 filters: subscribed.filters,
@@ -463,13 +469,46 @@ fn unsubscribe_unused(shared: &Shared, filters: Vec<String>) {
 
 /// Unsubscribe through the chain.
 pub(crate) async fn unsubscribe_via_chain(
-    shared: &Arc<Shared>,
+    link: &Link,
     request: UnsubscribeRequest,
 ) -> Result<(), UnsubscribeError> {
-    match &shared.chains().unsubscriber {
-        Some(chain) => chain.unsubscribe(request).await,
-        None => unsubscribe(shared, request.filters).await,
+    match link {
+        Link::Connection(shared) => match &shared.chains().unsubscriber {
+            Some(chain) => chain.unsubscribe(request).await,
+            None => unsubscribe(shared, request.filters).await,
+        },
+        Link::Backend(remote) => remote.unsubscribe(request).await,
     }
+}
+
+/// Drop a subscription's routes; the filters nothing else uses are returned.
+fn release(link: &Link, routes: &[u64]) -> Vec<String> {
+    match link {
+        Link::Connection(shared) => shared.router_write().remove(routes),
+        Link::Backend(remote) => remote.backend.release(routes),
+    }
+}
+
+/// Drop a subscription's routes and tell the broker, without waiting, about the
+/// filters left unused.
+fn forget(link: &Link, routes: &[u64]) {
+    match link {
+        Link::Connection(shared) => {
+            let unused = shared.router_write().remove(routes);
+            unsubscribe_unused(shared, unused);
+        }
+        Link::Backend(remote) => remote.forget(routes),
+    }
+}
+
+/// End a subscription: drop its routes, then unsubscribe (waiting for the broker)
+/// from the filters nothing else uses.
+async fn end(link: &Link, routes: &[u64]) -> Result<(), UnsubscribeError> {
+    let unused = release(link, routes);
+    if unused.is_empty() {
+        return Ok(());
+    }
+    unsubscribe_via_chain(link, UnsubscribeRequest { filters: unused }).await
 }
 
 async fn unsubscribe(shared: &Arc<Shared>, filters: Vec<String>) -> Result<(), UnsubscribeError> {
@@ -503,7 +542,7 @@ async fn unsubscribe(shared: &Arc<Shared>, filters: Vec<String>) -> Result<(), U
 /// filter).
 #[derive(Debug)]
 pub struct Subscription {
-    shared: Arc<Shared>,
+    client: Client,
     source: Source,
     routes: Vec<u64>,
     filters: Vec<String>,
@@ -561,11 +600,7 @@ impl Subscription {
     /// The stream ends at once; cancelling only stops waiting for the broker.
     pub async fn unsubscribe(mut self) -> Result<(), UnsubscribeError> {
         self.unsubscribed = true;
-        let unused = self.shared.router_write().remove(&self.routes);
-        if unused.is_empty() {
-            return Ok(());
-        }
-        unsubscribe_via_chain(&self.shared, UnsubscribeRequest { filters: unused }).await
+        end(self.client.link(), &self.routes).await
     }
 }
 
@@ -580,8 +615,7 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if !self.unsubscribed {
-            let unused = self.shared.router_write().remove(&self.routes);
-            unsubscribe_unused(&self.shared, unused);
+            forget(self.client.link(), &self.routes);
         }
     }
 }
@@ -590,7 +624,7 @@ impl Drop for Subscription {
 /// [`unsubscribe`](Self::unsubscribe) (or [`Client::unsubscribe`]) to end it.
 #[derive(Debug)]
 pub struct SubscriptionHandle {
-    shared: Arc<Shared>,
+    client: Client,
     routes: Vec<u64>,
     filters: Vec<String>,
     grants: Vec<FilterGrant>,
@@ -620,10 +654,6 @@ impl SubscriptionHandle {
     ///
     /// The handler stops at once; cancelling only stops waiting for the broker.
     pub async fn unsubscribe(self) -> Result<(), UnsubscribeError> {
-        let unused = self.shared.router_write().remove(&self.routes);
-        if unused.is_empty() {
-            return Ok(());
-        }
-        unsubscribe_via_chain(&self.shared, UnsubscribeRequest { filters: unused }).await
+        end(self.client.link(), &self.routes).await
     }
 }

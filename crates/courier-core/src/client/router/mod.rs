@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::qos::QoS;
 use crate::topic::TopicFilter;
 use index::FilterIndex;
-pub(crate) use queue::{Delivery, Offer, Sink, Source, queue};
+pub(crate) use queue::{Ack, Delivery, Offer, Sink, Source, queue};
 
 #[derive(Debug)]
 struct Route {

@@ -1,10 +1,10 @@
-//! A subscription's queue: the [`Sink`] the driver offers deliveries to, and the
-//! [`Source`] a handler task or a `Subscription` stream reads them from.
+//! A subscription's queue: the [`Sink`] the driver (or a backend) offers deliveries
+//! to, and the [`Source`] a handler task or a `Subscription` stream reads them from.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::super::budget::Charge;
 use super::super::consumers::Consumers;
@@ -15,10 +15,53 @@ use crate::message::Message;
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) message: Message,
-    /// Dropping it tells the broker (in order) that this subscription is done.
-    pub(crate) ack: Option<AckToken>,
+    /// Settles the subscription's share of the message; `None` for QoS 0.
+    pub(crate) ack: Option<Ack>,
     /// Its share of the inbound budget, until it is consumed or dropped.
     pub(crate) charge: Charge,
+}
+
+/// How a subscriber says it is done with a QoS 1/2 message.
+#[derive(Debug)]
+pub(crate) enum Ack {
+    /// To the broker, through the connection's inbound ledger (in order).
+    Broker(AckToken),
+    /// To a backend that is not a connection (a test double), as a yes/no.
+    Receipt(oneshot::Sender<bool>),
+}
+
+impl Ack {
+    /// The subscriber is done with the message. Dropped unconsumed otherwise, an
+    /// `Ack` also completes (the subscriber is gone and wants no more), except while
+    /// its client stops.
+    pub(crate) fn consume(self) {
+        match self {
+            Ack::Broker(token) => token.consume(),
+            Ack::Receipt(tx) => {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// The client stops before the subscriber took the message: leave it
+    /// unacknowledged.
+    pub(crate) fn abandon(self) {
+        match self {
+            Ack::Broker(token) => token.abandon(),
+            Ack::Receipt(tx) => {
+                let _ = tx.send(false);
+            }
+        }
+    }
+}
+
+impl Delivery {
+    /// Leave the message unacknowledged: its client stops before it was consumed.
+    pub(crate) fn abandon(self) {
+        if let Some(ack) = self.ack {
+            ack.abandon();
+        }
+    }
 }
 
 /// The sending end of one subscription's queue.
@@ -29,6 +72,7 @@ pub(crate) struct Sink {
     dropped: Arc<AtomicU64>,
     capacity: usize,
     label: Arc<str>,
+    gate: Arc<Consumers>,
 }
 
 /// The receiving end: a handler task or a `Subscription` stream. It ends when the
@@ -46,6 +90,7 @@ pub(crate) struct Source {
 /// and the inbound budget stops reading when a broker ignores it); QoS 0 deliveries
 /// beyond `capacity`, or while the inbound budget is spent, are dropped: QoS 0 has
 /// no flow control, and must not make the client stop reading for everyone.
+/// `gate` is the stop gate of the client the subscription belongs to.
 pub(crate) fn queue(capacity: usize, label: &str, gate: Arc<Consumers>) -> (Sink, Source) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -56,22 +101,29 @@ pub(crate) fn queue(capacity: usize, label: &str, gate: Arc<Consumers>) -> (Sink
             dropped: Arc::new(AtomicU64::new(0)),
             capacity,
             label: label.into(),
+            gate: gate.clone(),
         },
         Source { rx, queued, gate },
     )
 }
 
-/// Outcome of offering a QoS 0 message to a full queue.
+/// Outcome of offering a message to a queue.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Offer {
     Queued,
     /// Dropped; carries the running count when it is worth an event (1st, then every
     /// 1000th drop since the last report).
     Dropped(Option<u64>),
+    /// The subscription's client stops delivering: left unacknowledged.
+    Stopping,
 }
 
 impl Sink {
     pub(crate) fn offer(&self, delivery: Delivery) -> Offer {
+        if self.gate.is_closed() {
+            delivery.abandon();
+            return Offer::Stopping;
+        }
         if delivery.ack.is_none()
             && (self.queued.load(Ordering::Relaxed) >= self.capacity
                 || delivery.charge.budget_spent())
@@ -81,7 +133,7 @@ impl Sink {
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(delivery).is_err() {
-            // The consumer is gone; the delivery (and its ack token) dropped with it.
+            // The consumer is gone; the delivery (and its ack) dropped with it.
             self.queued.fetch_sub(1, Ordering::Relaxed);
         } else {
             self.dropped.store(0, Ordering::Relaxed);
@@ -122,6 +174,20 @@ impl Source {
 
     pub(crate) async fn recv(&mut self) -> Option<Delivery> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+impl Drop for Source {
+    /// What is still queued when the client stops is left unacknowledged (a
+    /// connection's broker delivers it again), also where the messages came from
+    /// connections that are not stopping yet (a cluster's).
+    fn drop(&mut self) {
+        if self.gate.is_closed() {
+            self.rx.close();
+            while let Ok(delivery) = self.rx.try_recv() {
+                delivery.abandon();
+            }
+        }
     }
 }
 
