@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use courier::cluster::{Address, ClusterBuilder, ClusterClient, StaticResolver};
+use courier::cluster::{Address, ClusterBuilder, StaticResolver};
 use courier::{Client, ClientBuilder, Message, QoS};
 use courier_testkit::{EmbeddedBroker, free_port};
 
@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Multi-connection mode: one connection per broker. Two workers share the
     //    jobs through `$share/workers/...`, made on every connection.
     let resolver = StaticResolver::new(addresses.clone());
-    let mut workers: Vec<(ClusterClient, Arc<AtomicUsize>)> = Vec::new();
+    let mut workers: Vec<(Client, Arc<AtomicUsize>)> = Vec::new();
     for w in 0..2 {
         let worker = ClusterBuilder::new(template())
             .client_id(format!("courier-cluster-worker{w}-{pid}"))
@@ -102,7 +102,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     // Wait for every connection before publishing, so each broker gets some.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while producer.connected_count() < addresses.len() && tokio::time::Instant::now() < deadline {
+    while producer.info().connected_count() < addresses.len()
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     const JOBS: usize = 40;

@@ -20,10 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use courier::cluster::{
-    Address, Balance, ChannelResolver, ClusterBuilder, ClusterClient, ClusterConfigError,
-    ClusterSubscription, Mode, StaticResolver,
+    Address, Balance, ChannelResolver, ClusterBuilder, ClusterConfigError, Mode, StaticResolver,
 };
-use courier::{Client, ClientBuilder, Message, QoS};
+use courier::{Client, ClientBuilder, Message, QoS, Subscription};
 use courier_integration_tests::{
     TestBroker, broker, client, client_id, eventually, mosquitto_mode, quick_reconnects,
 };
@@ -112,7 +111,7 @@ fn tally<'a>(
 
 /// Publish `range` as `"{prefix}/{n}"` with payload `n`, `window` at a time.
 async fn publish_range(
-    cluster: &ClusterClient,
+    cluster: &Client,
     prefix: &str,
     range: std::ops::Range<u64>,
     window: usize,
@@ -134,7 +133,7 @@ async fn three_brokers() -> [TestBroker; 3] {
 }
 
 /// Receive until `n` messages arrived or `within` passed.
-async fn drain_n(sub: &mut ClusterSubscription, n: usize, within: Duration) -> Vec<Message> {
+async fn drain_n(sub: &mut Subscription, n: usize, within: Duration) -> Vec<Message> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     while got.len() < n {
@@ -147,7 +146,7 @@ async fn drain_n(sub: &mut ClusterSubscription, n: usize, within: Duration) -> V
 }
 
 /// The distinct payloads a subscription yields until it stays quiet for 500 ms.
-async fn distinct_until_quiet(sub: &mut ClusterSubscription) -> std::collections::BTreeSet<String> {
+async fn distinct_until_quiet(sub: &mut Subscription) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
@@ -181,8 +180,12 @@ async fn multi_mode_spreads_publishes_over_every_broker() {
         .connect()
         .await
         .unwrap();
-    assert_eq!(cluster.mode(), Mode::Multi);
-    assert!(eventually(Duration::from_secs(10), || cluster.connected_count() == 3).await);
+    assert_eq!(cluster.info().mode, Mode::Multi.as_str());
+    assert!(
+        eventually(Duration::from_secs(10), || cluster.info().connected_count()
+            == 3)
+        .await
+    );
     let mut plain = cluster.subscribe("spread/#").await.unwrap();
     let mut shared = cluster.subscribe("$share/all/spread/#").await.unwrap();
 
@@ -274,7 +277,11 @@ async fn shared_subscription_splits_messages_between_two_clusters() {
             .connect()
             .await
             .unwrap();
-        assert!(eventually(Duration::from_secs(10), || cluster.connected_count() == 3).await);
+        assert!(
+            eventually(Duration::from_secs(10), || cluster.info().connected_count()
+                == 3)
+            .await
+        );
         let record = handled.clone();
         cluster
             .subscribe("$share/g/jobs/#")
@@ -340,7 +347,11 @@ async fn removing_then_killing_a_broker_loses_no_qos1_publish() {
         .connect()
         .await
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || cluster.connected_count() == 3).await);
+    assert!(
+        eventually(Duration::from_secs(10), || cluster.info().connected_count()
+            == 3)
+        .await
+    );
     let mut back = cluster.subscribe("$share/c/back/#").await.unwrap();
 
     let done = Arc::new(AtomicUsize::new(0));
@@ -468,7 +479,11 @@ async fn killing_a_listed_broker_fails_no_publish() {
         .connect()
         .await
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || cluster.connected_count() == 3).await);
+    assert!(
+        eventually(Duration::from_secs(10), || cluster.info().connected_count()
+            == 3)
+        .await
+    );
     let done = Arc::new(AtomicUsize::new(0));
     let sender = tokio::spawn({
         let cluster = cluster.clone();
@@ -624,8 +639,12 @@ async fn pool_of_four_spreads_10k_publishes() {
         .connect()
         .await
         .unwrap();
-    assert_eq!(cluster.mode(), Mode::Pool);
-    assert!(eventually(Duration::from_secs(10), || cluster.connected_count() == 4).await);
+    assert_eq!(cluster.info().mode, Mode::Pool.as_str());
+    assert!(
+        eventually(Duration::from_secs(10), || cluster.info().connected_count()
+            == 4)
+        .await
+    );
     let mut plain = cluster.subscribe("pool/plain").await.unwrap();
     let started = Instant::now();
     let results = join_all((0..TASKS).map(|t| {
@@ -746,7 +765,7 @@ async fn pool_throughput() {
             .await
             .unwrap();
         assert!(
-            eventually(Duration::from_secs(10), || cluster.connected_count()
+            eventually(Duration::from_secs(10), || cluster.info().connected_count()
                 == pool)
             .await
         );

@@ -5,10 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::{ClientBuilder, ConfigError};
+use courier_core::{Client, ClientBuilder, ConfigError};
 use serde::Serialize;
 
-use crate::cluster::{self, ClusterClient};
+use crate::backend::ClusterBackend;
+use crate::cluster;
 use crate::error::{ClusterConfigError, ClusterConnectError};
 use crate::resolver::Resolver;
 
@@ -38,6 +39,24 @@ pub enum Mode {
     Multi,
 }
 
+impl Mode {
+    /// `single`, `pool` or `multi`, as [`ClientInfo::mode`](courier_core::ClientInfo::mode)
+    /// says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Single => "single",
+            Mode::Pool => "pool",
+            Mode::Multi => "multi",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Decides whether a filter is a shared subscription.
 pub(crate) type SharedPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -52,8 +71,11 @@ pub(crate) enum Addressing {
     Multi(Arc<dyn Resolver>),
 }
 
-/// Builds a [`ClusterClient`] from a [`ClientBuilder`] template: every connection is
-/// the template with its own client id (and, with a resolver, its own address).
+/// Builds a [`Client`](courier_core::Client) on several connections from a
+/// [`ClientBuilder`] template: every connection is the template with its own client
+/// id (and, with a resolver, its own address). The client runs the template's
+/// middleware and codec once for all of them, so a service written against
+/// `Client` runs unchanged on one connection, a pool or a cluster.
 ///
 /// ```no_run
 /// # #[tokio::main]
@@ -211,9 +233,8 @@ impl ClusterBuilder {
     /// at once for the template address and for resolvers that have a list ready,
     /// such as [`StaticResolver`](crate::StaticResolver); otherwise when the first
     /// list arrives, logged, and reported by [`connect`](Self::connect)).
-    pub fn start(self) -> Result<ClusterClient, ClusterConfigError> {
-        self.validate()?;
-        cluster::start(self)
+    pub fn start(self) -> Result<Client, ClusterConfigError> {
+        self.start_backend().map(|(client, _)| client)
     }
 
     /// [`start`](Self::start), then wait until at least one connection is up.
@@ -228,15 +249,29 @@ impl ClusterBuilder {
     /// # Cancel safety
     ///
     /// Cancelling stops the cluster: nothing keeps running in the background.
-    pub async fn connect(self) -> Result<ClusterClient, ClusterConnectError> {
-        let cluster = self.start()?;
-        match cluster.wait_first_connection().await {
-            Ok(()) => Ok(cluster),
+    pub async fn connect(self) -> Result<Client, ClusterConnectError> {
+        let (client, inner) = self.start_backend()?;
+        match inner.wait_first_connection().await {
+            Ok(()) => Ok(client),
             Err(e) => {
-                cluster.stop().await;
+                client.stop().await;
                 Err(e)
             }
         }
+    }
+
+    /// The client on the cluster: the template's middleware and codec run on it,
+    /// once; the connections are built from the template without the middleware.
+    fn start_backend(self) -> Result<(Client, Arc<cluster::Inner>), ClusterConfigError> {
+        self.validate()?;
+        let surface = self
+            .template
+            .clone()
+            .client_id(self.client_id.clone().unwrap_or_default());
+        let mut connections = self;
+        connections.template = connections.template.without_middleware();
+        let inner = cluster::start(connections)?;
+        Ok((surface.build_on(ClusterBackend(inner.clone())), inner))
     }
 }
 

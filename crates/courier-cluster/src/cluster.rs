@@ -1,4 +1,5 @@
-//! [`ClusterClient`] and the supervisor that keeps its connections in line with the
+//! The cluster behind a [`Client`](courier_core::Client) built by a
+//! [`ClusterBuilder`], and the supervisor that keeps its connections in line with the
 //! mode and the resolver's addresses.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,10 +7,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use courier_core::{ClientBuilder, ConfigError, PublishError, UnsubscribeError};
+use courier_core::{ClientBuilder, ConfigError, ConnectionState, Event, PublishError};
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -17,44 +18,13 @@ use crate::address::Address;
 use crate::builder::{Addressing, Balance, ClusterBuilder, Mode, SharedPredicate};
 use crate::conn::{Conn, ConnMeta, Health, Signals, monitor};
 use crate::error::{ClusterConfigError, ClusterConnectError};
-use crate::info::{ClusterInfo, ConnectionInfo};
 use crate::resolver::AddressStream;
-use crate::subscribe::{SubEntry, sync_task, validate_filters};
+use crate::subscribe::{SubEntry, sync_task};
 
 /// The core client's default write timeout, used until a connection exists.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The core client's default connect timeout, used until a connection exists.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Several MQTT connections behind the API of one [`Client`](courier_core::Client):
-/// a pool to one broker, one connection per broker of a cluster, or one connection
-/// that fails over along a resolver's list. Cheap to clone; every clone drives the
-/// same connections.
-///
-/// Build one with [`ClusterBuilder`]. It runs until [`stop`](Self::stop) or until
-/// every clone is dropped (which closes the connections at once, without waiting
-/// for acknowledgements).
-///
-/// - **Publishes** go to one connection that is up, chosen by the
-///   [`Balance`]; one that fails because its connection closed, was removed or went
-///   down is re-sent on another (at least once), so the caller sees `Ok`.
-/// - **Subscriptions** that are shared (`$share/...` by default) are made on every
-///   connection; others on one, the primary, and moved when it goes.
-///   Subscriptions are re-made on connections that appear.
-#[derive(Clone)]
-pub struct ClusterClient {
-    pub(crate) inner: Arc<Inner>,
-    _owner: Arc<Owner>,
-}
-
-/// Stops the cluster when the last user-held handle goes away.
-struct Owner(Arc<Inner>);
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.0.shutdown_now();
-    }
-}
 
 /// The configuration that stays fixed.
 pub(crate) struct Config {
@@ -77,6 +47,10 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     /// Set once every connection of a `stop()` has stopped.
     done: watch::Sender<bool>,
+    /// Connected while any connection is.
+    pub(crate) connection_state: watch::Sender<ConnectionState>,
+    /// Every connection's events.
+    pub(crate) events: broadcast::Sender<Event>,
     write_timeout: OnceLock<Duration>,
     rr: AtomicUsize,
     next_conn_id: AtomicU64,
@@ -123,7 +97,11 @@ impl Spec {
     }
 }
 
-pub(crate) fn start(builder: ClusterBuilder) -> Result<ClusterClient, ClusterConfigError> {
+/// The capacity of the cluster's event channel: that of a client's, for each of a
+/// few connections.
+const EVENT_BUFFER: usize = 4096;
+
+pub(crate) fn start(builder: ClusterBuilder) -> Result<Arc<Inner>, ClusterConfigError> {
     let ClusterBuilder {
         template,
         client_id,
@@ -161,6 +139,8 @@ pub(crate) fn start(builder: ClusterBuilder) -> Result<ClusterClient, ClusterCon
         },
         shutdown: CancellationToken::new(),
         done: watch::channel(false).0,
+        connection_state: watch::channel(ConnectionState::Connecting).0,
+        events: broadcast::channel(EVENT_BUFFER).0,
         write_timeout: OnceLock::new(),
         rr: AtomicUsize::new(0),
         next_conn_id: AtomicU64::new(0),
@@ -176,17 +156,35 @@ pub(crate) fn start(builder: ClusterBuilder) -> Result<ClusterClient, ClusterCon
         inner.shutdown_now();
         return Err(e.into());
     }
-    let client = ClusterClient {
-        _owner: Arc::new(Owner(inner.clone())),
-        inner,
-    };
     tokio::spawn(supervise(
-        Arc::downgrade(&client.inner),
+        Arc::downgrade(&inner),
         updates,
-        client.inner.signals.wake.clone(),
-        client.inner.shutdown.clone(),
+        inner.signals.wake.clone(),
+        inner.shutdown.clone(),
     ));
-    Ok(client)
+    tokio::spawn(follow_state(
+        Arc::downgrade(&inner),
+        inner.signals.changes.subscribe(),
+    ));
+    Ok(inner)
+}
+
+/// Keeps the cluster's state in line with its connections': connected while any
+/// is, stopped once stopped.
+async fn follow_state(weak: Weak<Inner>, mut changes: watch::Receiver<u64>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let state = inner.current_state();
+        inner.connection_state.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+        drop(inner);
+        if state == ConnectionState::Stopped || changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Follows the resolver and health changes, reconciling after each.
@@ -435,6 +433,7 @@ impl Inner {
             meta.clone(),
             client.state_watch(),
             client.events(),
+            self.events.clone(),
             self.signals.clone(),
             self.config.failover_delay,
         ));
@@ -447,7 +446,7 @@ impl Inner {
     }
 
     /// Stop everything at once (the last handle was dropped, or start failed).
-    fn shutdown_now(&self) {
+    pub(crate) fn shutdown_now(&self) {
         let (live, subs) = {
             let mut st = self.lock();
             st.stopped = true;
@@ -576,39 +575,27 @@ impl Drop for DoneGuard<'_> {
     }
 }
 
-impl ClusterClient {
-    /// A builder from a client template; see [`ClusterBuilder`].
-    pub fn builder(template: ClientBuilder) -> ClusterBuilder {
-        ClusterBuilder::new(template)
-    }
-
-    /// The mode: single, pool or multi.
-    pub fn mode(&self) -> Mode {
-        self.inner.config.mode
-    }
-
-    /// True when at least one connection is up.
-    pub fn is_connected(&self) -> bool {
-        self.inner
-            .lock()
-            .live
-            .iter()
-            .any(|c| c.client.is_connected())
-    }
-
-    /// How many connections are up.
-    pub fn connected_count(&self) -> usize {
-        self.inner
-            .lock()
-            .live
-            .iter()
-            .filter(|c| c.client.is_connected())
-            .count()
+impl Inner {
+    /// Connected while any connection is; stopped once stopped; otherwise
+    /// reconnecting once any connection had been up, connecting before.
+    fn current_state(&self) -> ConnectionState {
+        let st = self.lock();
+        if st.stopped {
+            return ConnectionState::Stopped;
+        }
+        let states: Vec<ConnectionState> = st.live.iter().map(|c| c.client.state()).collect();
+        if states.iter().any(|s| s.is_connected()) {
+            ConnectionState::Connected
+        } else if *self.connection_state.borrow() == ConnectionState::Connecting {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Reconnecting
+        }
     }
 
     /// Publishes waiting for an acknowledgement, over every connection.
-    pub fn publishes_in_flight(&self) -> usize {
-        let st = self.inner.lock();
+    pub(crate) fn publishes_in_flight(&self) -> usize {
+        let st = self.lock();
         st.live
             .iter()
             .chain(&st.draining)
@@ -616,42 +603,13 @@ impl ClusterClient {
             .sum()
     }
 
-    /// Wait until at least one connection is up. Combine with `tokio::time::timeout`
-    /// to bound it.
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterConnectError::Closed`] when the cluster stops first.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub async fn wait_connected(&self) -> Result<(), ClusterConnectError> {
-        let mut changes = self.inner.signals.changes.subscribe();
-        loop {
-            {
-                let st = self.inner.lock();
-                if st.stopped {
-                    return Err(ClusterConnectError::Closed);
-                }
-                if st.live.iter().any(|c| c.client.is_connected()) {
-                    return Ok(());
-                }
-            }
-            if changes.changed().await.is_err() {
-                return Err(ClusterConnectError::Closed);
-            }
-        }
-    }
-
     /// Until one connection is up, every one failed, or the connect timeout.
     pub(crate) async fn wait_first_connection(&self) -> Result<(), ClusterConnectError> {
-        let inner = &self.inner;
-        let mut changes = inner.signals.changes.subscribe();
+        let mut changes = self.signals.changes.subscribe();
         let started = Instant::now();
         loop {
             let timeout = {
-                let mut st = inner.lock();
+                let mut st = self.lock();
                 if st.stopped {
                     return Err(ClusterConnectError::Closed);
                 }
@@ -679,75 +637,11 @@ impl ClusterClient {
         }
     }
 
-    /// Unsubscribe from `filters` on every connection: every subscription on them
-    /// ends, and the brokers are told to stop sending.
-    ///
-    /// # Errors
-    ///
-    /// Invalid or no filters (nothing sent), or the first error of a connection that
-    /// is up (no UNSUBACK within the write timeout, stopped). Connections that are
-    /// down drop the subscriptions at once and tell their broker when back.
-    ///
-    /// # Cancel safety
-    ///
-    /// The subscriptions end at once; cancelling only stops waiting for the brokers.
-    pub async fn unsubscribe<I, S>(&self, filters: I) -> Result<(), UnsubscribeError>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let filters: Vec<String> = filters.into_iter().map(Into::into).collect();
-        validate_filters(&filters)?;
-        let (conns, removed) = {
-            let mut st = self.inner.lock();
-            if st.stopped {
-                return Err(UnsubscribeError::Closed);
-            }
-            let mut removed = Vec::new();
-            for (id, entry) in &mut st.subs {
-                entry.filters.retain(|f| !filters.contains(&f.filter));
-                for placement in entry.placed.values_mut() {
-                    placement.filters.retain(|f| !filters.contains(f));
-                }
-                if entry.filters.is_empty() {
-                    removed.push(*id);
-                }
-            }
-            let removed: Vec<SubEntry> = removed
-                .into_iter()
-                .filter_map(|id| st.subs.remove(&id))
-                .collect();
-            (st.live.clone(), removed)
-        };
-        drop(removed);
-        let (up, down): (Vec<_>, Vec<_>) = conns.into_iter().partition(|c| c.client.is_connected());
-        for conn in down {
-            let filters = filters.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = conn.client.unsubscribe(filters) => {}
-                    () = conn.meta.retired.cancelled() => {}
-                }
-            });
-        }
-        let results = join_all(up.iter().map(|c| c.client.unsubscribe(filters.clone()))).await;
-        results.into_iter().collect()
-    }
-
-    /// Stop gracefully: refuse new publishes, close every connection with
-    /// [`Client::stop`](courier_core::Client::stop) (each waits up to its graceful
-    /// shutdown period for in-flight publishes), end every subscription. Calling it
-    /// again (from any clone) waits for the same stop.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once called, the cluster refuses new work even if this future is dropped;
-    /// dropping the first call's future closes the connections at once, without
-    /// waiting for acknowledgements.
-    pub async fn stop(&self) {
-        let inner = &self.inner;
+    /// Refuse new work and take every connection (drained ones included) and
+    /// subscription; true for the first call.
+    fn take_all(&self) -> (Vec<Arc<Conn>>, bool) {
         let (conns, subs, first) = {
-            let mut st = inner.lock();
+            let mut st = self.lock();
             let first = !st.stopped;
             st.stopped = true;
             let mut conns: Vec<_> = std::mem::take(&mut st.live);
@@ -757,78 +651,50 @@ impl ClusterClient {
             conns.extend(st.draining.iter().cloned());
             (conns, std::mem::take(&mut st.subs), first)
         };
-        inner.shutdown.cancel();
-        inner.signals.bump();
+        self.shutdown.cancel();
+        self.signals.bump();
         drop(subs);
+        (conns, first)
+    }
+
+    /// Stop gracefully: refuse new publishes, close every connection with
+    /// [`Client::stop`](courier_core::Client::stop) (each waits up to its graceful
+    /// shutdown period for in-flight publishes). Calling it again waits for the
+    /// same stop. Once called, the cluster refuses new work even if the future is
+    /// dropped; dropping the first call's future closes the connections at once.
+    pub(crate) async fn stop(&self) {
+        let (conns, first) = self.take_all();
         if first {
             // Also when this future is dropped: the connections then close at once
             // (their last handles go with it).
-            let _done = DoneGuard(&inner.done);
+            let _done = DoneGuard(&self.done);
             join_all(conns.iter().map(|c| c.client.stop())).await;
             drop(conns);
         } else {
             drop(conns);
-            let mut done = inner.done.subscribe();
+            let mut done = self.done.subscribe();
             let _ = done.wait_for(|d| *d).await;
         }
     }
 
-    /// A snapshot of the cluster: mode, addresses, every connection and the
-    /// subscriptions (the Go `InfoHandler`; serialize it to JSON).
-    pub fn info(&self) -> ClusterInfo {
-        let config = &self.inner.config;
-        let st = self.inner.lock();
-        let connection = |conn: &Arc<Conn>, draining: bool| ConnectionInfo {
-            address: conn.client.address(),
-            primary: !draining && st.primary == Some(conn.meta.id),
-            draining,
-            healthy: conn.meta.is_up(),
-            published: conn.meta.published.load(Ordering::Relaxed),
-            client: conn.client.info(),
-        };
-        let connections: Vec<ConnectionInfo> = st
-            .live
-            .iter()
-            .map(|c| connection(c, false))
-            .chain(st.draining.iter().map(|c| connection(c, true)))
-            .collect();
-        let addresses = if config.follows_resolver {
-            st.addresses.iter().map(ToString::to_string).collect()
-        } else {
-            let mut seen: Vec<String> = Vec::new();
-            for c in &connections {
-                if !seen.contains(&c.address) {
-                    seen.push(c.address.clone());
-                }
-            }
-            seen
-        };
-        let mut subscriptions = BTreeMap::new();
-        for entry in st.subs.values() {
-            for f in &entry.filters {
-                let qos = subscriptions.entry(f.filter.clone()).or_insert(0u8);
-                *qos = (*qos).max(f.qos.as_u8());
-            }
-        }
-        ClusterInfo {
-            mode: config.mode,
-            pool_size: config.pool_size,
-            addresses,
-            active_address: st.active.as_ref().map(ToString::to_string),
-            connections,
-            subscriptions,
-        }
+    /// End every connection at once, without DISCONNECT.
+    pub(crate) async fn abort(&self) {
+        let (conns, _) = self.take_all();
+        let _done = DoneGuard(&self.done);
+        join_all(conns.iter().map(|c| c.client.abort())).await;
     }
-}
 
-impl std::fmt::Debug for ClusterClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.inner.lock();
-        f.debug_struct("ClusterClient")
-            .field("mode", &self.inner.config.mode)
-            .field("connections", &st.live.len())
-            .field("draining", &st.draining.len())
-            .finish_non_exhaustive()
+    /// The addresses, comma-separated, for messages.
+    pub(crate) fn address(&self) -> String {
+        let st = self.lock();
+        let mut seen: Vec<String> = Vec::new();
+        for conn in &st.live {
+            let address = conn.client.address();
+            if !seen.contains(&address) {
+                seen.push(address);
+            }
+        }
+        seen.join(",")
     }
 }
 

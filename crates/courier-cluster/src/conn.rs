@@ -1,13 +1,14 @@
 //! One connection of a cluster: the client, what the cluster knows about it, and
 //! the task that watches its health.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use courier_core::{Client, ConnectError, ConnectionState, Event, EventStream};
 use futures_util::StreamExt;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,9 @@ pub(crate) struct ConnMeta {
     pub(crate) published: AtomicU64,
     /// The first error of the latest failed connect attempt.
     pub(crate) last_error: Mutex<Option<Arc<ConnectError>>>,
+    /// Filters whose subscriptions ended here and that nothing here uses any more:
+    /// the broker is still subscribed until the cluster unsubscribes them.
+    released: Mutex<BTreeSet<String>>,
 }
 
 impl ConnMeta {
@@ -71,6 +75,7 @@ impl ConnMeta {
             kick: Notify::new(),
             published: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            released: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -91,6 +96,30 @@ impl ConnMeta {
         self.removed.store(true, Ordering::Release);
         self.retired.cancel();
         self.kick.notify_one();
+    }
+
+    /// Record filters this connection no longer uses but is still subscribed to.
+    pub(crate) fn note_released(&self, filters: Vec<String>) {
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(filters);
+    }
+
+    /// Of `filters`, those this connection is subscribed to at its broker: used by
+    /// a subscription on `client`, or released and not yet unsubscribed (these are
+    /// taken: the caller unsubscribes them).
+    pub(crate) fn subscribed_of(&self, client: &Client, filters: &[String]) -> Vec<String> {
+        let used = client.info().subscriptions;
+        let mut released = self.released.lock().unwrap_or_else(PoisonError::into_inner);
+        filters
+            .iter()
+            .filter(|f| {
+                let was_released = released.remove(f.as_str());
+                was_released || used.contains_key(f.as_str())
+            })
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn last_error(&self) -> Option<Arc<ConnectError>> {
@@ -133,11 +162,13 @@ impl Signals {
 }
 
 /// Watches a connection: turns its state into [`Health`] (down once not connected
-/// for `delay`, at once when removed) and records connect errors.
+/// for `delay`, at once when removed), records connect errors, and passes its
+/// events on to the cluster's.
 pub(crate) async fn monitor(
     meta: Arc<ConnMeta>,
     mut state: watch::Receiver<ConnectionState>,
     events: EventStream,
+    forward: broadcast::Sender<Event>,
     signals: Signals,
     delay: Duration,
 ) {
@@ -189,11 +220,13 @@ pub(crate) async fn monitor(
                 }
             }
             event = next_event(&mut events) => match event {
-                Some(Event::ConnectFailed { error, .. }) => {
-                    meta.set_last_error(error);
-                    signals.bump();
+                Some(event) => {
+                    if let Event::ConnectFailed { error, .. } = &event {
+                        meta.set_last_error(error.clone());
+                        signals.bump();
+                    }
+                    let _ = forward.send(event);
                 }
-                Some(_) => {}
                 None => events = None,
             },
             () = sleep_until(deadline) => {}

@@ -1,14 +1,16 @@
 //! # courier-cluster
 //!
-//! Several MQTT connections behind one client, for
+//! Several MQTT connections behind one [`Client`](courier_core::Client), for
 //! [courier-rs](https://github.com/courier-rs/courier-rs): the Go Courier's
 //! `WithPoolSize`, `WithResolver`, `UseMultiConnectionMode` and
 //! `SharedSubscriptionPredicate`.
 //!
-//! A [`ClusterClient`] is built by a [`ClusterBuilder`] from a
-//! [`ClientBuilder`](courier_core::ClientBuilder) template and offers the operations of
-//! a [`Client`](courier_core::Client): publish (with QoS, retain and timeout),
-//! subscribe as a stream or with a handler, unsubscribe, stop, info.
+//! A [`ClusterBuilder`] takes a [`ClientBuilder`](courier_core::ClientBuilder) as
+//! the template of every connection and returns the same `Client` type that
+//! `ClientBuilder::connect` does: publish (with QoS, retain and timeout), subscribe
+//! as a stream or with a handler, unsubscribe, events, info, stop, the middleware
+//! and the codec work the same way, so a service written against `Client` runs on
+//! one connection, a pool or a cluster by changing how it is built.
 //!
 //! | Mode | Set with | Connections | Publishes | Subscriptions |
 //! |---|---|---|---|---|
@@ -33,27 +35,28 @@
 //!     Address::new("mqtt-1.internal", 1883),
 //!     Address::new("mqtt-2.internal", 1883),
 //! ]);
-//! let cluster = ClusterBuilder::new(Client::builder().clean_session(true))
+//! let client: Client = ClusterBuilder::new(Client::builder().clean_session(true))
 //!     .client_id("jobs-svc")
 //!     .multi_connection(brokers)
 //!     .connect()
 //!     .await?;
 //!
 //! // On every broker: each job goes to one member of the group.
-//! cluster
+//! client
 //!     .subscribe("$share/workers/jobs/#")
 //!     .handler(|_client: Client, msg: Message| async move {
 //!         println!("job {}", msg.topic());
 //!     })
 //!     .await?;
-//! cluster.publish("jobs/1", "payload").qos(QoS::AtLeastOnce).await?;
-//! println!("{}", serde_json::to_string_pretty(&cluster.info())?);
-//! cluster.stop().await;
+//! client.publish("jobs/1", "payload").qos(QoS::AtLeastOnce).await?;
+//! println!("{}", serde_json::to_string_pretty(&client.info())?);
+//! client.stop().await;
 //! # Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod address;
+mod backend;
 mod builder;
 mod cluster;
 mod conn;
@@ -65,13 +68,7 @@ mod subscribe;
 
 pub use address::{Address, AddressParseError};
 pub use builder::{Balance, ClusterBuilder, Mode};
-pub use cluster::ClusterClient;
 pub use error::{ClusterConfigError, ClusterConnectError};
-pub use info::{ClusterInfo, ConnectionInfo};
-pub use publish::ClusterPublish;
 pub use resolver::{
     AddressStream, ChannelResolver, DnsResolver, Resolver, ResolverHandle, StaticResolver,
-};
-pub use subscribe::{
-    ClusterSubscribe, ClusterSubscription, ClusterSubscriptionHandle, SharedHandler,
 };

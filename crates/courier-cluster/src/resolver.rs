@@ -15,7 +15,7 @@ use crate::address::Address;
 /// A stream of address lists: each item replaces the previous list whole.
 pub type AddressStream = Pin<Box<dyn Stream<Item = Vec<Address>> + Send + 'static>>;
 
-/// Service discovery for a [`ClusterClient`](crate::ClusterClient) (the Go
+/// Service discovery for a [`ClusterBuilder`](crate::ClusterBuilder)'s client (the Go
 /// `WithResolver`): a stream of broker address lists.
 ///
 /// The cluster calls [`updates`](Resolver::updates) once when it starts and then

@@ -47,6 +47,9 @@ async fn eventually(mut check: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn pool_spreads_publishes_and_places_subscriptions() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .try_init();
     let broker = embedded().await;
     let cluster = ClusterBuilder::new(template().address(broker.host.clone(), broker.port))
         .client_id("embedded-pool")
@@ -55,8 +58,8 @@ async fn pool_spreads_publishes_and_places_subscriptions() {
         .connect()
         .await
         .unwrap();
-    assert_eq!(cluster.mode(), Mode::Pool);
-    assert!(eventually(|| cluster.connected_count() == 2).await);
+    assert_eq!(cluster.info().mode, Mode::Pool.as_str());
+    assert!(eventually(|| cluster.info().connected_count() == 2).await);
 
     let mut plain = cluster.subscribe("e/plain").await.unwrap();
     let handled = Arc::new(AtomicUsize::new(0));
@@ -143,7 +146,7 @@ async fn multi_mode_follows_a_channel_resolver() {
         .connect()
         .await
         .unwrap();
-    assert!(eventually(|| cluster.connected_count() == 2).await);
+    assert!(eventually(|| cluster.info().connected_count() == 2).await);
     let mut sub = cluster.subscribe("$share/m/m/#").await.unwrap();
     handle.update(vec![b.clone()]);
     assert!(
@@ -161,7 +164,7 @@ async fn multi_mode_follows_a_channel_resolver() {
     assert_eq!(msg.payload_str().unwrap(), "after");
     // Back again: the freed index is reused.
     handle.update(vec![a.clone(), b.clone()]);
-    assert!(eventually(|| cluster.connected_count() == 2).await);
+    assert!(eventually(|| cluster.info().connected_count() == 2).await);
     let mut ids: Vec<String> = cluster
         .info()
         .connections

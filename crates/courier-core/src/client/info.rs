@@ -71,6 +71,16 @@ impl ClientInfo {
     pub fn live(&self) -> impl Iterator<Item = &ConnectionInfo> {
         self.connections.iter().filter(|c| !c.draining)
     }
+
+    /// How many connections are up: of a client with a connection of its own, 1
+    /// while connected.
+    pub fn connected_count(&self) -> usize {
+        if self.connections.is_empty() {
+            usize::from(self.connected)
+        } else {
+            self.live().filter(|c| c.client.connected).count()
+        }
+    }
 }
 
 /// One connection of a client on several connections.

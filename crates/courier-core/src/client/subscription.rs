@@ -47,6 +47,16 @@ pub struct FilterGrant {
 }
 
 impl FilterGrant {
+    /// The answer for `filter`, asked for at `requested`: granted at `granted`, or
+    /// refused (`None`). For backends that are not a connection.
+    pub fn new(filter: impl Into<String>, requested: QoS, granted: Option<QoS>) -> Self {
+        FilterGrant {
+            filter: filter.into(),
+            requested,
+            granted,
+        }
+    }
+
     /// True when the broker refused the filter.
     pub fn is_refused(&self) -> bool {
         self.granted.is_none()
@@ -122,9 +132,7 @@ impl<'a> SubscribeBuilder<'a> {
     /// Route the filters to a new queue and subscribe through the chain.
     async fn register(&self) -> Result<(Subscribed, Source), SubscribeError> {
         let client = self.client;
-        let capacity = self
-            .buffer
-            .unwrap_or(client.settings().subscription_buffer);
+        let capacity = self.buffer.unwrap_or(client.settings().subscription_buffer);
         let (sink, source) = queue(capacity, &self.label(), client.consumers().clone());
         let request = SubscribeRequest {
             filters: self
@@ -259,6 +267,41 @@ impl Client {
             qos: QoS::default(),
             buffer: None,
         }
+    }
+}
+
+impl Client {
+    /// For a [`Backend`](super::Backend) with several connections: subscribe the
+    /// queue of a subscription made on the client over the backend (the request
+    /// the backend got, or a clone with some of its filters), so that this client's
+    /// messages on those filters go there. The returned handle does not end the
+    /// subscription when dropped; [`SubscriptionHandle::detach`] or
+    /// [`SubscriptionHandle::unsubscribe`] do.
+    ///
+    /// # Errors
+    ///
+    /// As [`SubscribeBuilder::handler`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`SubscribeBuilder::handler`].
+    pub async fn subscribe_request(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<SubscriptionHandle, SubscribeError> {
+        let subscribed = match self.link() {
+            Link::Connection(shared) => match &shared.chains().subscriber {
+                Some(chain) => chain.subscribe(request).await?,
+                None => subscribe(shared, request).await?,
+            },
+            Link::Backend(remote) => remote.subscribe(request).await?,
+        };
+        Ok(SubscriptionHandle {
+            client: self.handle(),
+            routes: subscribed.routes,
+            filters: subscribed.filters,
+            grants: subscribed.grants,
+        })
     }
 }
 
@@ -655,5 +698,13 @@ impl SubscriptionHandle {
     /// The handler stops at once; cancelling only stops waiting for the broker.
     pub async fn unsubscribe(self) -> Result<(), UnsubscribeError> {
         end(self.client.link(), &self.routes).await
+    }
+
+    /// End the subscription here without telling the broker: no message goes to
+    /// it any more. Returns the filters no subscription of the client uses any
+    /// more, for the caller to unsubscribe (a backend that unsubscribes them on all
+    /// its connections at once).
+    pub fn detach(self) -> Vec<String> {
+        release(self.client.link(), &self.routes)
     }
 }
