@@ -47,9 +47,6 @@ async fn eventually(mut check: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn pool_spreads_publishes_and_places_subscriptions() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .try_init();
     let broker = embedded().await;
     let cluster = ClusterBuilder::new(template().address(broker.host.clone(), broker.port))
         .client_id("embedded-pool")

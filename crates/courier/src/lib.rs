@@ -65,7 +65,7 @@
 //! | `base64` | The `Base64` byte transform: `JsonCodec.then(Base64)` | no |
 //! | `gzip` | The `Gzip` byte transform (bounded decompression) | no |
 //! | `otel` | OpenTelemetry spans, `metrics` counters and histograms, trace-context propagation: `courier::otel` | no |
-//! | `cluster` | Pools, multi-broker clusters, resolvers, shared subscriptions: `courier::cluster::ClusterClient` | no |
+//! | `cluster` | Pools, multi-broker clusters, resolvers, shared subscriptions: `courier::cluster::ClusterBuilder` builds a `Client` on several connections | no |
 //! | `full` | Every feature above | no |
 //!
 //! JSON as the client's default codec ([`JsonCodec`]) is always available. Features
@@ -163,9 +163,9 @@ pub mod otel {
 /// resolvers, failover and `$share` subscriptions.
 ///
 /// A [`ClusterBuilder`](cluster::ClusterBuilder) takes a [`ClientBuilder`] as the
-/// template of every connection and builds a [`ClusterClient`](cluster::ClusterClient),
-/// which publishes, subscribes (stream or handler), unsubscribes and stops like a
-/// [`Client`]. In pool and multi-connection modes a publish goes to the connection
+/// template of every connection and builds a [`Client`]: the same type, with the
+/// same publish and subscribe builders, middleware, codec, events and `info()`, so
+/// code written for one connection runs on several. In pool and multi-connection modes a publish goes to the connection
 /// with the fewest in flight; `$share/...` subscriptions are made on every
 /// connection, other filters on one. Addresses come from a resolver: static, DNS, or
 /// a channel you feed from your own discovery.

@@ -19,7 +19,7 @@ use super::info::ClientInfo;
 use super::lifecycle::deadline_after;
 use super::middleware::{
     BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, PublishRequest, Publisher, Stopper,
-    SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber, apply,
+    SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber,
 };
 use super::options::ClientBuilder;
 use super::{Chains, Client};
@@ -115,29 +115,13 @@ impl std::fmt::Debug for Remote {
 impl Remote {
     pub(crate) fn new(settings: ClientBuilder, backend: Arc<dyn Backend>) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Remote>| {
-            let layers = &settings.layers;
-            let chains = Chains {
-                publisher: (!layers.publish.is_empty()).then(|| {
-                    apply(
-                        &layers.publish,
-                        BoxPublisher::new(BackendPublisher(backend.clone())),
-                    )
-                }),
-                subscriber: (!layers.subscribe.is_empty()).then(|| {
-                    apply(
-                        &layers.subscribe,
-                        BoxSubscriber::new(BackendSubscriber(backend.clone())),
-                    )
-                }),
-                unsubscriber: (!layers.unsubscribe.is_empty()).then(|| {
-                    apply(
-                        &layers.unsubscribe,
-                        BoxUnsubscriber::new(BackendUnsubscriber(backend.clone())),
-                    )
-                }),
-                stopper: (!layers.stop.is_empty())
-                    .then(|| apply(&layers.stop, BoxStopper::new(RemoteStopper(weak.clone())))),
-            };
+            let chains = Chains::build(
+                &settings.layers,
+                || BoxPublisher::new(BackendPublisher(backend.clone())),
+                || BoxSubscriber::new(BackendSubscriber(backend.clone())),
+                || BoxUnsubscriber::new(BackendUnsubscriber(backend.clone())),
+                || BoxStopper::new(RemoteStopper(weak.clone())),
+            );
             Remote {
                 backend,
                 settings,

@@ -155,30 +155,14 @@ fn spawn_fallback(shared: &Arc<Shared>, handler: BoxHandler) {
 
 /// Wrap each operation's last hop in the layers set on the builder.
 fn build_chains(shared: &Arc<Shared>) -> Chains {
-    let layers = &shared.opts.builder.layers;
     let weak = Arc::downgrade(shared);
-    Chains {
-        publisher: (!layers.publish.is_empty()).then(|| {
-            apply(
-                &layers.publish,
-                BoxPublisher::new(ClientPublisher(weak.clone())),
-            )
-        }),
-        subscriber: (!layers.subscribe.is_empty()).then(|| {
-            apply(
-                &layers.subscribe,
-                BoxSubscriber::new(ClientSubscriber(weak.clone())),
-            )
-        }),
-        unsubscriber: (!layers.unsubscribe.is_empty()).then(|| {
-            apply(
-                &layers.unsubscribe,
-                BoxUnsubscriber::new(ClientUnsubscriber(weak.clone())),
-            )
-        }),
-        stopper: (!layers.stop.is_empty())
-            .then(|| apply(&layers.stop, BoxStopper::new(ClientStopper(weak)))),
-    }
+    Chains::build(
+        &shared.opts.builder.layers,
+        || BoxPublisher::new(ClientPublisher(weak.clone())),
+        || BoxSubscriber::new(ClientSubscriber(weak.clone())),
+        || BoxUnsubscriber::new(ClientUnsubscriber(weak.clone())),
+        || BoxStopper::new(ClientStopper(weak.clone())),
+    )
 }
 
 /// The last hop of the stop chain: the graceful stop.

@@ -162,6 +162,28 @@ pub(crate) struct Chains {
     pub(crate) stopper: Option<middleware::BoxStopper>,
 }
 
+impl Chains {
+    /// Wrap each operation's last hop in the layers set on the builder; no chain
+    /// where no layer was set.
+    pub(crate) fn build(
+        layers: &middleware::Layers,
+        publisher: impl FnOnce() -> middleware::BoxPublisher,
+        subscriber: impl FnOnce() -> middleware::BoxSubscriber,
+        unsubscriber: impl FnOnce() -> middleware::BoxUnsubscriber,
+        stopper: impl FnOnce() -> middleware::BoxStopper,
+    ) -> Chains {
+        use middleware::apply;
+        Chains {
+            publisher: (!layers.publish.is_empty()).then(|| apply(&layers.publish, publisher())),
+            subscriber: (!layers.subscribe.is_empty())
+                .then(|| apply(&layers.subscribe, subscriber())),
+            unsubscriber: (!layers.unsubscribe.is_empty())
+                .then(|| apply(&layers.unsubscribe, unsubscriber())),
+            stopper: (!layers.stop.is_empty()).then(|| apply(&layers.stop, stopper())),
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn chains(&self) -> &Chains {
         static NONE: Chains = Chains {
