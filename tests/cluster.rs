@@ -692,6 +692,273 @@ async fn pool_of_four_spreads_10k_publishes() {
     cluster.stop().await;
 }
 
+/// A service written once against `Client`: answers each `<prefix>/in/<x>` with
+/// `<prefix>/out/<x>`, publishing through the client its handler is given.
+async fn run_echo_service(client: &Client, prefix: &str, modes: Arc<Mutex<Vec<String>>>) {
+    let out = format!("{prefix}/out");
+    client
+        .subscribe(format!("{prefix}/in/+"))
+        .qos(QoS::AtLeastOnce)
+        .handler(move |client: Client, msg: Message| {
+            let out = out.clone();
+            let modes = modes.clone();
+            async move {
+                modes.lock().unwrap().push(client.info().mode);
+                let id = msg
+                    .topic()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                client
+                    .publish(format!("{out}/{id}"), msg.payload().clone())
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+}
+
+/// The same service code on one connection and on a pool: both answer, the
+/// handler's client is the one it subscribed on (the pool, not one connection),
+/// and the publish middleware runs once per publish, not once per connection.
+#[tokio::test]
+async fn one_service_runs_on_a_connection_and_on_a_pool() {
+    let broker = broker().await;
+    let publishes = Arc::new(AtomicUsize::new(0));
+    let count = publishes.clone();
+    let counted = move |builder: ClientBuilder| {
+        let count = count.clone();
+        builder.publish_layer(courier::client::middleware::publish_fn(
+            move |request, next: courier::client::middleware::BoxPublisher| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    use courier::client::middleware::Publisher;
+                    next.publish(request).await
+                }
+            },
+        ))
+    };
+    let single = counted(client(&broker, "svc-one")).connect().await.unwrap();
+    let pool = ClusterBuilder::new(counted(template().address(broker.host(), broker.port())))
+        .client_id(client_id("svc-pool"))
+        .pool_size(2)
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || pool.info().connected_count()
+            == 2)
+        .await
+    );
+    let watcher = client(&broker, "svc-watch").connect().await.unwrap();
+    let mut answers = watcher.subscribe("svc/+/out/+").await.unwrap();
+    let modes = Arc::new(Mutex::new(Vec::new()));
+    run_echo_service(&single, "svc/one", modes.clone()).await;
+    run_echo_service(&pool, "svc/pool", modes.clone()).await;
+    let before = publishes.load(Ordering::SeqCst);
+    for n in 0..5 {
+        watcher
+            .publish(format!("svc/one/in/{n}"), "x")
+            .await
+            .unwrap();
+        watcher
+            .publish(format!("svc/pool/in/{n}"), "x")
+            .await
+            .unwrap();
+    }
+    let got = drain_n(&mut answers, 10, Duration::from_secs(10)).await;
+    let mut topics: Vec<String> = got.iter().map(|m| m.topic().to_owned()).collect();
+    topics.sort();
+    let handled = publishes.load(Ordering::SeqCst) - before;
+    let mut modes = modes.lock().unwrap().clone();
+    modes.sort();
+    modes.dedup();
+    println!(
+        "cluster: one service, two kinds: answers={} middleware_calls={handled} handler_client_modes={modes:?}",
+        topics.len()
+    );
+    let expected: Vec<String> = ["one", "pool"]
+        .iter()
+        .flat_map(|kind| (0..5).map(move |n| format!("svc/{kind}/out/{n}")))
+        .collect();
+    assert_eq!(topics, expected);
+    assert_eq!(handled, 10, "the publish middleware runs once per publish");
+    assert_eq!(modes, ["pool", "single"]);
+    watcher.stop().await;
+    single.stop().await;
+    pool.stop().await;
+}
+
+/// Stopping a client on a cluster leaves what its stream did not yield
+/// unacknowledged: the broker delivers it again in the next session, also when the
+/// messages came over a connection that had not stopped yet when delivery ended.
+#[tokio::test]
+async fn stopping_a_cluster_client_loses_no_unconsumed_message() {
+    if !mosquitto_mode("stopping_a_cluster_client_loses_no_unconsumed_message") {
+        return;
+    }
+    let broker = broker().await;
+    let id = client_id("keep");
+    let cluster = ClusterBuilder::new(
+        template()
+            .clean_session(false)
+            .address(broker.host(), broker.port()),
+    )
+    .client_id(id.clone())
+    .connect()
+    .await
+    .unwrap();
+    let mut sub = cluster
+        .subscribe("keep/+")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let publisher = client(&broker, "keep-pub").connect().await.unwrap();
+    for n in 0..5 {
+        publisher
+            .publish(format!("keep/{n}"), n.to_string())
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let consumed = drain_n(&mut sub, 2, Duration::from_secs(5)).await;
+    assert_eq!(consumed.len(), 2);
+    // The other three are queued for the stream, unread, when it stops.
+    assert!(
+        eventually(Duration::from_secs(5), || cluster.info().connections[0]
+            .client
+            .connected)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.stop().await;
+    assert!(sub.recv().await.is_none(), "the stream ended with the stop");
+
+    // The next session, on the same client id.
+    let next = template()
+        .clean_session(false)
+        .address(broker.host(), broker.port())
+        .client_id(id)
+        .connect()
+        .await
+        .unwrap();
+    let mut again = next
+        .subscribe("keep/+")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut redelivered: Vec<String> = drain_n(&mut again, 5, Duration::from_secs(3))
+        .await
+        .iter()
+        .map(|m| m.payload_str().unwrap().to_owned())
+        .collect();
+    redelivered.sort();
+    println!(
+        "cluster: stop with unread messages: consumed=2 redelivered={redelivered:?} lost={}",
+        3 - redelivered
+            .iter()
+            .filter(|p| ["2", "3", "4"].contains(&p.as_str()))
+            .count()
+    );
+    assert_eq!(
+        redelivered,
+        ["2", "3", "4"],
+        "unconsumed: back; consumed: not"
+    );
+    publisher.stop().await;
+    next.stop().await;
+}
+
+/// Stopping a client on a cluster while its handler is at work: the handler
+/// finishes the message at hand, and the messages queued behind it are left
+/// unacknowledged, though the connection they came on is still up when the
+/// handler's queue goes: the broker delivers exactly those again.
+#[tokio::test]
+async fn stopping_a_cluster_client_mid_handler_loses_no_message() {
+    if !mosquitto_mode("stopping_a_cluster_client_mid_handler_loses_no_message") {
+        return;
+    }
+    let broker = broker().await;
+    let id = client_id("keep-handler");
+    let cluster = ClusterBuilder::new(
+        template()
+            .clean_session(false)
+            .address(broker.host(), broker.port()),
+    )
+    .client_id(id.clone())
+    .connect()
+    .await
+    .unwrap();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let record = handled.clone();
+    cluster
+        .subscribe("keep/+")
+        .qos(QoS::AtLeastOnce)
+        .handler(move |_client: Client, msg: Message| {
+            let record = record.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let payload = msg.payload_str().unwrap_or_default().to_owned();
+                record.lock().unwrap().push(payload);
+            }
+        })
+        .await
+        .unwrap();
+    let publisher = client(&broker, "keep-pub").connect().await.unwrap();
+    for n in 0..5 {
+        publisher
+            .publish(format!("keep/{n}"), n.to_string())
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || !handled
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    cluster.stop().await;
+    let done: Vec<String> = handled.lock().unwrap().clone();
+
+    let next = template()
+        .clean_session(false)
+        .address(broker.host(), broker.port())
+        .client_id(id)
+        .connect()
+        .await
+        .unwrap();
+    let mut again = next
+        .subscribe("keep/+")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let redelivered: Vec<String> = drain_n(&mut again, 5, Duration::from_secs(3))
+        .await
+        .iter()
+        .map(|m| m.payload_str().unwrap().to_owned())
+        .collect();
+    let mut all: Vec<String> = done.iter().chain(&redelivered).cloned().collect();
+    all.sort();
+    println!(
+        "cluster: stop mid-handler: handled={done:?} redelivered={redelivered:?} lost={}",
+        5 - all.len().min(5)
+    );
+    assert!(
+        !redelivered.is_empty(),
+        "messages were still queued at the stop"
+    );
+    assert_eq!(
+        all,
+        ["0", "1", "2", "3", "4"],
+        "each message once: handled or back"
+    );
+    publisher.stop().await;
+    next.stop().await;
+}
+
 /// Pool and multi-connection mode are mutually exclusive.
 #[tokio::test]
 async fn pool_with_multi_connection_is_a_config_error() {
