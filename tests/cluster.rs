@@ -785,9 +785,18 @@ async fn one_service_runs_on_a_connection_and_on_a_pool() {
     assert_eq!(topics, expected);
     assert_eq!(handled, 10, "the publish middleware runs once per publish");
     assert_eq!(modes, ["pool", "single"]);
+    let mut events = pool.events();
     watcher.stop().await;
     single.stop().await;
     pool.stop().await;
+    let mut stopped = 0;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await
+    {
+        stopped += usize::from(matches!(event, courier::Event::Stopped));
+    }
+    assert_eq!(stopped, 1, "a pool says once that it stopped");
+    assert_eq!(pool.state(), courier::ConnectionState::Stopped);
 }
 
 /// A template for a persistent session with `broker`.

@@ -459,7 +459,14 @@ impl Inner {
         }
         drop(subs);
         drop(live);
-        self.done.send_replace(true);
+        self.finished();
+    }
+
+    /// Every connection has stopped: mark it, and send `Event::Stopped` once.
+    fn finished(&self) {
+        if !self.done.send_replace(true) {
+            let _ = self.events.send(Event::Stopped);
+        }
     }
 
     /// Pick a connection for a publish: up, not tried yet, connected if any is.
@@ -566,12 +573,12 @@ async fn drain(conn: Arc<Conn>, inner: Weak<Inner>, signals: Signals) {
     signals.wake.notify_one();
 }
 
-/// Marks the first `stop()` as finished, however it ends.
-struct DoneGuard<'a>(&'a watch::Sender<bool>);
+/// Marks the first `stop()` as finished, however it ends, and says so.
+struct DoneGuard<'a>(&'a Inner);
 
 impl Drop for DoneGuard<'_> {
     fn drop(&mut self) {
-        self.0.send_replace(true);
+        self.0.finished();
     }
 }
 
@@ -667,7 +674,7 @@ impl Inner {
         if first {
             // Also when this future is dropped: the connections then close at once
             // (their last handles go with it).
-            let _done = DoneGuard(&self.done);
+            let _done = DoneGuard(self);
             join_all(conns.iter().map(|c| c.client.stop())).await;
             drop(conns);
         } else {
@@ -680,7 +687,7 @@ impl Inner {
     /// End every connection at once, without DISCONNECT.
     pub(crate) async fn abort(&self) {
         let (conns, _) = self.take_all();
-        let _done = DoneGuard(&self.done);
+        let _done = DoneGuard(self);
         join_all(conns.iter().map(|c| c.client.abort())).await;
     }
 

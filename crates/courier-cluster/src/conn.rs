@@ -225,7 +225,10 @@ pub(crate) async fn monitor(
                         meta.set_last_error(error.clone());
                         signals.bump();
                     }
-                    let _ = forward.send(event);
+                    // The cluster says once when it stops, not once per connection.
+                    if !matches!(event, Event::Stopped) {
+                        let _ = forward.send(event);
+                    }
                 }
                 None => events = None,
             },
