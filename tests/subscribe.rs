@@ -327,3 +327,85 @@ async fn garbage_payloads_are_typed_decode_errors() {
     assert!(c.is_connected());
     c.stop().await;
 }
+
+/// What a gated handler saw: how many ran at once (now, and at the most), and the
+/// order in which messages started.
+#[derive(Default)]
+struct Gated {
+    active: AtomicUsize,
+    most: AtomicUsize,
+    started: std::sync::Mutex<Vec<String>>,
+    done: AtomicUsize,
+}
+
+/// `concurrency(n)` lets a handler run up to `n` messages at once (never more),
+/// started in arrival order; each is handled once. The default runs one at a time.
+#[tokio::test]
+async fn handler_concurrency_bounds_messages_in_progress() {
+    const N: usize = 12;
+    let broker = broker().await;
+    let c = client(&broker, "concurrency").connect().await.unwrap();
+    for (limit, filter) in [(4, "conc/four/+"), (1, "conc/one/+")] {
+        let seen = Arc::new(Gated::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (s, g) = (seen.clone(), gate.clone());
+        let builder = c.subscribe(filter).qos(QoS::AtLeastOnce);
+        let builder = if limit == 1 {
+            builder
+        } else {
+            builder.concurrency(limit)
+        };
+        builder
+            .handler(move |_c: Client, msg: Message| {
+                let (seen, gate) = (s.clone(), g.clone());
+                async move {
+                    let now = seen.active.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.most.fetch_max(now, Ordering::SeqCst);
+                    seen.started.lock().unwrap().push(msg.topic().to_owned());
+                    let _permit = gate.acquire().await;
+                    seen.active.fetch_sub(1, Ordering::SeqCst);
+                    seen.done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await
+            .unwrap();
+        let prefix = filter.trim_end_matches('+');
+        for n in 0..N {
+            c.publish(format!("{prefix}{n:02}"), "x")
+                .qos(QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || seen
+                .active
+                .load(Ordering::SeqCst)
+                == limit)
+            .await
+        );
+        // Let them through one at a time: a free slot is taken by the next message.
+        for _ in 0..N {
+            gate.add_permits(1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || seen.done.load(Ordering::SeqCst)
+                == N)
+            .await
+        );
+        let started = seen.started.lock().unwrap().clone();
+        let expected: Vec<String> = (0..N).map(|n| format!("{prefix}{n:02}")).collect();
+        println!(
+            "subscribe: concurrency {limit}: most at once={} handled={}",
+            seen.most.load(Ordering::SeqCst),
+            seen.done.load(Ordering::SeqCst)
+        );
+        assert_eq!(
+            seen.most.load(Ordering::SeqCst),
+            limit,
+            "never more than the limit"
+        );
+        assert_eq!(started, expected, "started in arrival order, each once");
+    }
+    c.stop().await;
+}

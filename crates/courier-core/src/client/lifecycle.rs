@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::budget::InboundBudget;
 use super::consumers::Consumers;
+use super::dispatch::run_handler;
 use super::driver::{Driver, Ending, finish};
 use super::engine::Engine;
 use super::events::{ConnectionState, EVENT_BUFFER, Event};
@@ -26,7 +27,7 @@ use super::outbound::Outbound;
 use super::publish::ClientPublisher;
 use super::requests::RequestQueue;
 use super::router::{Router, queue};
-use super::subscription::{ClientSubscriber, ClientUnsubscriber, run_handler};
+use super::subscription::{ClientSubscriber, ClientUnsubscriber};
 use super::{Chains, Client, Shared};
 use crate::error::{ConfigError, ConnectError};
 
@@ -150,6 +151,7 @@ fn spawn_fallback(shared: &Arc<Shared>, handler: BoxHandler) {
         Client::unowned(shared.clone()),
         handler,
         source,
+        std::num::NonZeroUsize::MIN,
     ));
 }
 

@@ -15,6 +15,7 @@ mod broker_url;
 mod budget;
 mod consumers;
 mod credentials;
+mod dispatch;
 mod driver;
 mod engine;
 mod events;

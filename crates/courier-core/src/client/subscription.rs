@@ -2,18 +2,18 @@
 //! unsubscribing.
 
 use std::future::{Future, IntoFuture};
-use std::panic::AssertUnwindSafe;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use futures_util::FutureExt;
 use futures_util::future::join_all;
 use rumqttc::Request;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
+use super::dispatch::run_handler;
 use super::handler::Handler;
 use super::middleware::{
     BoxHandler, SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber, apply,
@@ -21,7 +21,7 @@ use super::middleware::{
 use super::outbound::PendingRequest;
 use super::publish::wire_qos;
 use super::router::{Source, queue};
-use super::{Client, Event, Link, Shared};
+use super::{Client, Link, Shared};
 use crate::error::{SubscribeError, UnsubscribeError, quote_input};
 use crate::message::Message;
 use crate::qos::QoS;
@@ -72,6 +72,7 @@ pub struct SubscribeBuilder<'a> {
     filters: Vec<(String, Option<QoS>)>,
     qos: QoS,
     buffer: Option<usize>,
+    concurrency: NonZeroUsize,
 }
 
 impl<'a> SubscribeBuilder<'a> {
@@ -88,13 +89,26 @@ impl<'a> SubscribeBuilder<'a> {
         self
     }
 
+    /// For [`handler`](Self::handler): how many messages it may handle at once
+    /// (default 1: one at a time, each finished before the next starts). With more,
+    /// messages still start in arrival order but may finish in any order; each is
+    /// acknowledged once its handler returned, and the connection sends the
+    /// acknowledgements in arrival order. Use it for handlers that wait on I/O, and
+    /// on a pool or cluster for shared subscriptions whose work should spread the
+    /// way the connections do. 0 counts as 1.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        self
+    }
+
     fn label(&self) -> String {
         let filters: Vec<&str> = self.filters.iter().map(|(f, _)| f.as_str()).collect();
         filters.join(",")
     }
 
-    /// Run `handler` for every message, one at a time, on its own task. Resolves once
-    /// the broker granted the subscription (SUBACK).
+    /// Run `handler` for every message, on a task of its own: one at a time unless
+    /// [`concurrency`](Self::concurrency) says more. Resolves once the broker granted
+    /// the subscription (SUBACK).
     ///
     /// # Errors
     ///
@@ -116,10 +130,15 @@ impl<'a> SubscribeBuilder<'a> {
         let client = self.client.handle();
         let layers = &client.settings().layers.handler;
         if layers.is_empty() {
-            tokio::spawn(run_handler(client.clone(), handler, source));
+            tokio::spawn(run_handler(
+                client.clone(),
+                handler,
+                source,
+                self.concurrency,
+            ));
         } else {
             let chain = apply(layers, BoxHandler::new(handler));
-            tokio::spawn(run_handler(client.clone(), chain, source));
+            tokio::spawn(run_handler(client.clone(), chain, source, self.concurrency));
         }
         Ok(SubscriptionHandle {
             client,
@@ -150,51 +169,6 @@ impl<'a> SubscribeBuilder<'a> {
             Link::Backend(remote) => remote.subscribe(request).await?,
         };
         Ok((subscribed, source))
-    }
-}
-
-/// Runs a handler subscription: one message at a time, in order, on its own task,
-/// until the client stops delivering (see [`Consumers`](super::consumers)).
-/// `client` is a handle that does not keep the client running.
-pub(crate) async fn run_handler<H: Handler>(client: Client, handler: H, mut source: Source) {
-    let consumers = client.consumers().clone();
-    while let Some(delivery) = source.recv().await {
-        let Some(_busy) = consumers.enter() else {
-            // Left unconsumed: delivered again in the next session.
-            delivery.abandon();
-            break;
-        };
-        // A clone (one reference count) keeps the topic for an error report.
-        let message = delivery.message.clone();
-        let handled =
-            AssertUnwindSafe(handler.handle(client.clone(), message.clone())).catch_unwind();
-        let outcome = tokio::select! {
-            biased;
-            outcome = handled => outcome,
-            () = consumers.cancelled() => {
-                tracing::warn!(
-                    topic = %message.topic(),
-                    "courier: handler cancelled at the end of the graceful shutdown period; \
-                     its message is not acknowledged"
-                );
-                delivery.abandon();
-                break;
-            }
-        };
-        let error = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("handler panicked".to_owned()),
-        };
-        if let Some(error) = error {
-            let topic = message.topic().to_owned();
-            tracing::warn!(%topic, %error, "courier: message handler failed");
-            client.emit(Event::HandlerFailed { topic, error });
-        }
-        if let Some(ack) = delivery.ack {
-            ack.consume();
-        }
-        drop(delivery.charge);
     }
 }
 
@@ -239,6 +213,7 @@ impl Client {
             filters: vec![(filter.into(), None)],
             qos: QoS::default(),
             buffer: None,
+            concurrency: NonZeroUsize::MIN,
         }
     }
 
@@ -266,6 +241,7 @@ impl Client {
                 .collect(),
             qos: QoS::default(),
             buffer: None,
+            concurrency: NonZeroUsize::MIN,
         }
     }
 }
