@@ -14,6 +14,8 @@
 //! - **Reconnects** with exponential backoff and jitter; in-flight publishes are
 //!   retransmitted (with DUP) or re-published, never silently dropped.
 //! - **Typed errors** for every bad input, checked before anything is sent.
+//! - **One `Client` type** for one connection, a pool or a broker cluster (the
+//!   `cluster` feature): a service scales out by changing how its client is built.
 //!
 //! ```no_run
 //! # #[tokio::main]
