@@ -573,6 +573,38 @@ async fn abort_publishes_the_last_will() {
 }
 
 #[tokio::test]
+async fn a_lost_connection_publishes_the_will_and_stops_a_client_that_does_not_reconnect() {
+    let broker = FakeBroker::new();
+    let watcher = broker.client();
+    let mut wills = watcher.subscribe("status/+").await.unwrap();
+    let once = broker.client_with(
+        Client::builder()
+            .client_id("once")
+            .auto_reconnect(false)
+            .write_timeout(Duration::from_secs(60))
+            .last_will("status/once", "gone", QoS::AtLeastOnce, false),
+    );
+    let mut events = once.events();
+    broker.disconnect();
+    assert_eq!(once.state(), ConnectionState::Stopped);
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    assert!(matches!(next_event(&mut events).await, Event::Stopped));
+    assert!(once.publish("a", "x").await.unwrap_err().is_closed());
+    let will = &broker.published()[0];
+    assert_eq!(
+        (will.topic.as_str(), will.client_id.as_str()),
+        ("status/once", "once")
+    );
+
+    // The watcher was cut off too: it gets the will on reconnect.
+    broker.reconnect();
+    assert_eq!(wills.recv().await.unwrap().payload_str().unwrap(), "gone");
+}
+
+#[tokio::test]
 async fn dropping_the_last_handle_closes_the_client() {
     let broker = FakeBroker::new();
     let client = broker.client();

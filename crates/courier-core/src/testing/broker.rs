@@ -140,6 +140,8 @@ enum Ending {
     Abort,
     /// The last handle went away.
     Close,
+    /// The connection was lost, and the client does not reconnect.
+    Lost,
 }
 
 impl Ending {
@@ -149,6 +151,7 @@ impl Ending {
             Ending::Stop => PublishError::StoppedInFlight,
             Ending::Abort => PublishError::Aborted,
             Ending::Close => PublishError::Closed,
+            Ending::Lost => PublishError::ConnectionLost,
         }
     }
 }
@@ -231,11 +234,16 @@ impl Broker {
             let sessions: Vec<_> = state.sessions.values().cloned().collect();
             for session in &sessions {
                 session.state.send_replace(ConnectionState::Disconnected);
+                // No DISCONNECT came: the broker publishes the last will.
+                state.publish_will(session);
             }
             sessions
         };
         for session in sessions {
             session.on_lost(CUT);
+            if !session.settings.auto_reconnect {
+                self.end(&session, Ending::Lost);
+            }
         }
     }
 
@@ -322,19 +330,15 @@ impl Broker {
                     other => state.held.push_back(other),
                 }
             }
-            // A crash: the broker publishes the client's last will.
-            if let (Ending::Abort, true, Some(will)) =
-                (ending, state.connected, &session.settings.last_will)
-            {
-                let mut request = PublishRequest::new(will.topic.clone(), will.payload.clone());
-                request.qos = will.qos;
-                request.retain = will.retain;
-                state.accept(session, request);
+            // A crash: the broker publishes the client's last will (after a lost
+            // connection, it did already).
+            if ending == Ending::Abort && state.connected {
+                state.publish_will(session);
             }
             state.changed();
             session.state.send_replace(ConnectionState::Stopped)
         };
-        if was == ConnectionState::Connected && ending != Ending::Abort {
+        if was == ConnectionState::Connected && ending != Ending::Abort && ending != Ending::Lost {
             session.emit(Event::Disconnected {
                 reason: "client stopped".to_owned(),
             });
@@ -351,7 +355,7 @@ impl State {
     }
 
     fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         self.next_id
     }
 
@@ -359,7 +363,8 @@ impl State {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A publish reached the broker: record it, keep it if retained, route it.
+    /// A publish reached the broker: record it, keep it if retained, route it (or
+    /// keep it for the subscribers while they are cut off: a last will).
     fn accept(&mut self, from: &Session, request: PublishRequest) {
         let PublishRequest {
             topic,
@@ -375,8 +380,14 @@ impl State {
         if retain {
             self.retain(&parts);
         }
-        // A broker does not wait for its subscribers.
-        drop(self.route(&parts, false));
+        if self.connected {
+            // A broker does not wait for its subscribers.
+            drop(self.route(&parts, false));
+        } else if parts.qos != QoS::AtMostOnce {
+            // A last will while the clients are cut off: kept for them.
+            let (receipts, _) = oneshot::channel();
+            self.held.push_back(Held::Inject { parts, receipts });
+        }
         self.published.push_back(Published {
             topic,
             payload,
@@ -387,6 +398,16 @@ impl State {
             codec: from.settings.codec.clone(),
         });
         self.changed();
+    }
+
+    /// Publish `session`'s last will, if it has one, on its behalf.
+    fn publish_will(&mut self, session: &Session) {
+        if let Some(will) = &session.settings.last_will {
+            let mut request = PublishRequest::new(will.topic.clone(), will.payload.clone());
+            request.qos = will.qos;
+            request.retain = will.retain;
+            self.accept(session, request);
+        }
     }
 
     /// Keep `parts` as its topic's retained message (an empty payload clears it).

@@ -83,8 +83,11 @@
 //! cuts every client of the fake at once, as a network failure would: their state
 //! becomes [`Disconnected`](ConnectionState::Disconnected), they send
 //! [`Event::Disconnected`](crate::Event::Disconnected) and run their
-//! `on_connection_lost` callbacks. While disconnected, they behave as a
-//! connection does:
+//! `on_connection_lost` callbacks; the fake publishes the last will of those that
+//! have one ([`ClientBuilder::last_will`]), as a broker does when a connection ends
+//! without DISCONNECT. A client built with `auto_reconnect(false)` then stops for
+//! good, its waiting publishes failing with [`PublishError::ConnectionLost`]. While
+//! disconnected, the others behave as a connection does:
 //!
 //! - a publish waits for the connection until its timeout (the client's write
 //!   timeout, or the publish's own) and then fails with
@@ -110,8 +113,8 @@
 //! subscriptions end, and its later publishes, subscribes and unsubscribes fail
 //! with `Closed`. Publishes still waiting for the connection fail with
 //! [`PublishError::StoppedInFlight`] (stop) or [`PublishError::Aborted`] (abort).
-//! An abort while connected makes the fake publish the client's last will
-//! ([`ClientBuilder::last_will`]), as a broker does when a client vanishes.
+//! An abort while connected makes the fake publish the client's last will, as a
+//! broker does when a client vanishes.
 
 mod broker;
 
@@ -373,7 +376,8 @@ impl FakeBroker {
     // ---- connection ------------------------------------------------------------
 
     /// Cut the connection of every client of the fake, as a network failure would
-    /// (see [Connection](self#connection)). Does nothing while disconnected.
+    /// (see [Connection](self#connection)): their last wills are published. Does
+    /// nothing while disconnected.
     pub fn disconnect(&self) {
         self.broker.disconnect();
     }
