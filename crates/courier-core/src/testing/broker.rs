@@ -116,7 +116,8 @@ enum Held {
         request: PublishRequest,
         done: oneshot::Sender<Result<(), PublishError>>,
     },
-    /// An injected QoS 1 or 2 message the broker keeps for its subscribers.
+    /// A QoS 1 or 2 message (injected, or a last will) the broker keeps for its
+    /// subscribers.
     Inject {
         parts: MessageParts,
         receipts: oneshot::Sender<Vec<DeliveryReceipt>>,
@@ -281,22 +282,13 @@ impl Broker {
     }
 
     /// Hand `parts` to the matching subscriptions, or keep it for them while they
-    /// are disconnected.
+    /// are cut off; keep it as retained when flagged so.
     pub(super) fn inject(&self, parts: MessageParts) -> Injected {
         let mut state = self.lock();
         if parts.retained {
             state.retain(&parts);
         }
-        if state.connected {
-            return Injected::Now(state.route(&parts, false));
-        }
-        if parts.qos == QoS::AtMostOnce {
-            // Nobody is connected to receive it, and a broker queues no QoS 0.
-            return Injected::Now(Vec::new());
-        }
-        let (receipts, later) = oneshot::channel();
-        state.held.push_back(Held::Inject { parts, receipts });
-        Injected::Later(later)
+        state.route_or_hold(parts)
     }
 
     /// Changes to wait for; subscribe before looking at the state.
@@ -323,9 +315,7 @@ impl Broker {
                         done,
                         ..
                     } if owner.id == id => {
-                        if ending != Ending::Close {
-                            let _ = done.send(Err(ending.error()));
-                        }
+                        let _ = done.send(Err(ending.error()));
                     }
                     other => state.held.push_back(other),
                 }
@@ -338,7 +328,8 @@ impl Broker {
             state.changed();
             session.state.send_replace(ConnectionState::Stopped)
         };
-        if was == ConnectionState::Connected && ending != Ending::Abort && ending != Ending::Lost {
+        // As a connection's DISCONNECT (an abort sends none).
+        if was == ConnectionState::Connected && matches!(ending, Ending::Stop | Ending::Close) {
             session.emit(Event::Disconnected {
                 reason: "client stopped".to_owned(),
             });
@@ -380,14 +371,9 @@ impl State {
         if retain {
             self.retain(&parts);
         }
-        if self.connected {
-            // A broker does not wait for its subscribers.
-            drop(self.route(&parts, false));
-        } else if parts.qos != QoS::AtMostOnce {
-            // A last will while the clients are cut off: kept for them.
-            let (receipts, _) = oneshot::channel();
-            self.held.push_back(Held::Inject { parts, receipts });
-        }
+        // A broker does not wait for its subscribers. (Cut off from them, it holds
+        // a last will.)
+        drop(self.route_or_hold(parts));
         self.published.push_back(Published {
             topic,
             payload,
@@ -417,6 +403,21 @@ impl State {
         } else {
             self.retained.insert(parts.topic.clone(), parts.clone());
         }
+    }
+
+    /// Route `parts` now, or keep it (QoS 1 and 2) for the clients while they are
+    /// cut off.
+    fn route_or_hold(&mut self, parts: MessageParts) -> Injected {
+        if self.connected {
+            return Injected::Now(self.route(&parts, false));
+        }
+        if parts.qos == QoS::AtMostOnce {
+            // Nobody is connected to receive it, and a broker queues no QoS 0.
+            return Injected::Now(Vec::new());
+        }
+        let (receipts, later) = oneshot::channel();
+        self.held.push_back(Held::Inject { parts, receipts });
+        Injected::Later(later)
     }
 
     /// Hand `parts` to every subscription matching its topic, and to one member of
