@@ -18,8 +18,8 @@ use super::events::{ConnectionState, Event};
 use super::info::ClientInfo;
 use super::lifecycle::deadline_after;
 use super::middleware::{
-    BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, PublishRequest, Publisher,
-    Stopper, SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber, apply,
+    BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, PublishRequest, Publisher, Stopper,
+    SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber, apply,
 };
 use super::options::ClientBuilder;
 use super::{Chains, Client};
@@ -135,12 +135,8 @@ impl Remote {
                         BoxUnsubscriber::new(BackendUnsubscriber(backend.clone())),
                     )
                 }),
-                stopper: (!layers.stop.is_empty()).then(|| {
-                    apply(
-                        &layers.stop,
-                        BoxStopper::new(RemoteStopper(weak.clone())),
-                    )
-                }),
+                stopper: (!layers.stop.is_empty())
+                    .then(|| apply(&layers.stop, BoxStopper::new(RemoteStopper(weak.clone())))),
             };
             Remote {
                 backend,

@@ -126,8 +126,7 @@ impl AckToken {
 
 impl Drop for AckToken {
     fn drop(&mut self) {
-        let abandoned =
-            self.abandoned || (!self.consumed && self.inbound.consumers.is_closed());
+        let abandoned = self.abandoned || (!self.consumed && self.inbound.consumers.is_closed());
         self.inbound.complete(self.epoch, self.seq, abandoned);
     }
 }

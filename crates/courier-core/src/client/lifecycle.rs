@@ -146,7 +146,11 @@ fn spawn_fallback(shared: &Arc<Shared>, handler: BoxHandler) {
     );
     shared.router_write().set_fallback(sink);
     let handler = apply(&b.layers.handler, handler);
-    tokio::spawn(run_handler(Client::unowned(shared.clone()), handler, source));
+    tokio::spawn(run_handler(
+        Client::unowned(shared.clone()),
+        handler,
+        source,
+    ));
 }
 
 /// Wrap each operation's last hop in the layers set on the builder.

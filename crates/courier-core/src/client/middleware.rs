@@ -49,9 +49,9 @@ use bytes::Bytes;
 pub use tower_layer::{Identity, Layer, Stack, layer_fn};
 
 use super::Client;
+use super::budget::InboundBudget;
 use super::credentials::BoxFuture;
 pub use super::handler::Handler;
-use super::budget::InboundBudget;
 use super::router::{Ack, Delivery, Offer, Sink};
 use super::subscription::FilterGrant;
 use crate::error::{BoxError, PublishError, SubscribeError, UnsubscribeError};

@@ -330,7 +330,10 @@ impl Client {
         let Link::Connection(shared) = &self.link else {
             return Err(crate::ConnectError::Closed);
         };
-        let refused = *shared.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let refused = *shared
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Err(match refused {
             Some(reason) => crate::ConnectError::Refused {
                 broker: shared.opts.broker(),

@@ -122,9 +122,7 @@ impl<'a> SubscribeBuilder<'a> {
     /// Route the filters to a new queue and subscribe through the chain.
     async fn register(&self) -> Result<(Subscribed, Source), SubscribeError> {
         let client = self.client;
-        let capacity = self
-            .buffer
-            .unwrap_or(client.settings().subscription_buffer);
+        let capacity = self.buffer.unwrap_or(client.settings().subscription_buffer);
         let (sink, source) = queue(capacity, &self.label(), client.consumers().clone());
         let request = SubscribeRequest {
             filters: self
