@@ -182,8 +182,9 @@ impl FakeBroker {
 
     /// A client on this broker built from `builder`: its codec, middleware, write
     /// timeout, maximum packet size, subscription buffer, graceful shutdown period,
-    /// clean-session flag, last will, callbacks and client id (`"fake"` when it has
-    /// none). It needs no address; the connection options are not used.
+    /// clean-session and auto-reconnect flags, last will, callbacks and client id
+    /// (`"fake"` when it has none). It needs no address; the other connection
+    /// options are not used.
     pub fn client_with(&self, builder: ClientBuilder) -> Client {
         self.broker.client(builder)
     }
