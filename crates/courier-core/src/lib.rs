@@ -20,6 +20,7 @@
 //! | `tls` | TLS through rustls (ring provider): `ClientBuilder::tls`, `mqtts://` URLs. | yes |
 //! | `base64` | The [`Base64`](codec::transform::Base64) byte transform. | no |
 //! | `gzip` | The [`Gzip`](codec::transform::Gzip) byte transform. | no |
+//! | `test-util` | [`testing`]: an in-memory fake broker to unit-test code that uses a `Client`, without a broker. | no |
 //!
 //! ```no_run
 //! # #[tokio::main]
@@ -47,6 +48,10 @@ pub mod topic;
 
 #[cfg(feature = "client")]
 pub mod client;
+
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 
 #[cfg(feature = "json")]
 pub use codec::JsonCodec;

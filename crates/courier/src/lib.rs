@@ -54,7 +54,8 @@
 //! [publishing](guides::publish), [subscribing](guides::subscribe),
 //! [middleware](guides::middleware), [telemetry](guides::otel),
 //! [reliability](guides::reliability), [scaling](guides::scaling),
-//! [custom codecs](guides::custom_codec) and [benchmarks](guides::benchmarks).
+//! [testing](guides::testing), [custom codecs](guides::custom_codec) and
+//! [benchmarks](guides::benchmarks).
 //!
 //! ## Features
 //!
@@ -68,6 +69,7 @@
 //! | `gzip` | The `Gzip` byte transform (bounded decompression) | no |
 //! | `otel` | OpenTelemetry spans, `metrics` counters and histograms, trace-context propagation: `courier::otel` | no |
 //! | `cluster` | Pools, multi-broker clusters, resolvers, shared subscriptions: `courier::cluster::ClusterBuilder` builds a `Client` on several connections | no |
+//! | `test-util` | `courier::testing::FakeBroker`: an in-memory broker to unit-test code that uses a `Client`, no broker needed (for dev-dependencies) | no |
 //! | `full` | Every feature above | no |
 //!
 //! JSON as the client's default codec ([`JsonCodec`]) is always available. Features
@@ -199,6 +201,36 @@ pub mod cluster {
     pub use courier_cluster::*;
 }
 
+/// Test doubles (the `test-util` feature, for dev-dependencies):
+/// [`FakeBroker`](testing::FakeBroker), an in-memory broker whose clients are
+/// ordinary [`Client`]s. It records their publishes, injects incoming messages and
+/// waits until their handlers are done, fails calls on request, and cuts and
+/// restores the connection, so that code using a `Client` is unit-tested without a
+/// broker.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use courier::testing::FakeBroker;
+///
+/// let broker = FakeBroker::new();
+/// let client = broker.client();
+/// let mut orders = client.subscribe("orders/+").await?;
+/// broker.inject("orders/1", r#"{"id":1}"#).deliver();
+/// assert_eq!(orders.recv().await.map(|m| m.topic().to_owned()).as_deref(), Some("orders/1"));
+/// client.publish("orders/1/confirmed", "ok").await?;
+/// assert_eq!(broker.take_published()[0].topic, "orders/1/confirmed");
+/// # Ok(()) }
+/// ```
+///
+/// A service and its test, injecting and failing: the
+/// [testing guide](crate::guides::testing).
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing {
+    pub use courier_core::testing::*;
+}
+
 /// Extension traits, imported anonymously: `use courier::prelude::*;`.
 pub mod prelude {
     pub use courier_core::codec::CodecExt as _;
@@ -229,6 +261,7 @@ pub use courier_core::codec::transform::Gzip;
 /// | [Telemetry](guides::otel) | OpenTelemetry spans, metrics and trace propagation |
 /// | [Reliability](guides::reliability) | what is promised per QoS and session setting, and what is not |
 /// | [Scaling](guides::scaling) | pools, broker clusters, resolvers, shared subscriptions, failover |
+/// | [Testing](guides::testing) | unit tests without a broker: the fake broker, injected messages, failures, connection loss |
 /// | [Custom codecs](guides::custom_codec) | writing a codec, chaining codecs, byte transforms |
 /// | [Benchmarks](guides::benchmarks) | what is measured against raw rumqttc, the figures, how to reproduce them |
 #[cfg(any(doc, all(doctest, feature = "full")))]
@@ -248,6 +281,7 @@ pub mod guides {
     guide!(otel, "otel.md");
     guide!(reliability, "reliability.md");
     guide!(scaling, "scaling.md");
+    guide!(testing, "testing.md");
     guide!(custom_codec, "custom-codec.md");
     guide!(benchmarks, "benchmarks.md");
 }

@@ -3,10 +3,10 @@
 //! A client built with [`ClientBuilder::connect`](super::ClientBuilder::connect) owns
 //! one MQTT connection. The same `Client` type also runs on a backend: several
 //! connections (a pool, or one per broker of a cluster: courier-cluster) or an
-//! in-memory test double (courier-testkit). The client keeps what is the same for
-//! every backend: the publish and subscribe builders, the middleware chains, the
-//! codec, the handler tasks and the stop gate. The backend carries the requests to
-//! its brokers (after the middleware) and delivers their messages.
+//! in-memory test double (`courier_core::testing`). The client keeps what is the
+//! same for every backend: the publish and subscribe builders, the middleware
+//! chains, the codec, the handler tasks and the stop gate. The backend carries the
+//! requests to its brokers (after the middleware) and delivers their messages.
 
 use std::sync::{Arc, Weak};
 
@@ -33,7 +33,7 @@ use crate::error::{PublishError, SubscribeError, UnsubscribeError};
 /// [`SubscribeRequest::deliver`] (a connection does this for every message its
 /// broker sends), and the client's stream or handler takes them from there.
 /// Implement it for a connection strategy of your own; courier-cluster's pools and
-/// clusters and courier-testkit's fake are backends.
+/// clusters and the fake of `courier_core::testing` are backends.
 pub trait Backend: Send + Sync + 'static {
     /// Publish, resolving on the broker's acknowledgement.
     fn publish(&self, request: PublishRequest) -> BoxFuture<'_, Result<(), PublishError>>;
@@ -301,8 +301,8 @@ impl ClientBuilder {
     /// this builder's codec, middleware, write timeout, subscription buffer,
     /// graceful shutdown period, event callbacks and client id (for logs); the
     /// connection options are the backend's business. For backends:
-    /// courier-cluster's `ClusterBuilder::connect` and courier-testkit's fake call
-    /// it.
+    /// courier-cluster's `ClusterBuilder::connect` and the fake of
+    /// `courier_core::testing` call it.
     pub fn build_on(self, backend: impl Backend) -> Client {
         Client::on_backend(Remote::new(self, Arc::new(backend)))
     }

@@ -12,7 +12,7 @@ use serde::Serialize;
 pub struct ClientInfo {
     /// How the client connects: [`SINGLE`](Self::SINGLE) for a connection of its
     /// own, or its backend's mode (courier-cluster: `single` with a resolver,
-    /// `pool`, `multi`; courier-testkit: `fake`).
+    /// `pool`, `multi`; the fake of `courier_core::testing`: `fake`).
     pub mode: String,
     /// Connections per address (1 but for a pool).
     pub pool_size: usize,

@@ -110,20 +110,16 @@ impl SubscribeRequest {
     /// with what its broker sends. A QoS 0 message is dropped when the subscription's
     /// buffer is full; QoS 1 and 2 messages are always queued.
     pub fn deliver(&self, message: Message) -> DeliveryReceipt {
-        let (ack, receipt) = if message.qos() == QoS::AtMostOnce {
-            (None, None)
-        } else {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            (Some(Ack::Receipt(tx)), Some(rx))
-        };
+        // Every QoS gets a receipt: a test double waits for QoS 0 messages too.
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let delivery = Delivery {
             charge: InboundBudget::new(usize::MAX).charge(&message),
             message,
-            ack,
+            ack: Some(Ack::Receipt(tx)),
         };
         let offer = self.sink.offer(delivery);
         DeliveryReceipt {
-            settled: receipt,
+            settled: rx,
             queued: offer == Offer::Queued,
         }
     }
@@ -133,7 +129,7 @@ impl SubscribeRequest {
 #[derive(Debug)]
 #[must_use = "await `consumed` to learn whether the subscriber took the message"]
 pub struct DeliveryReceipt {
-    settled: Option<tokio::sync::oneshot::Receiver<bool>>,
+    settled: tokio::sync::oneshot::Receiver<bool>,
     queued: bool,
 }
 
@@ -144,20 +140,17 @@ impl DeliveryReceipt {
         self.queued
     }
 
-    /// For QoS 1 and 2: wait until the subscriber is done with the message, where a
-    /// connection would acknowledge it to the broker: true once its handler returned
-    /// (or its stream yielded it), false when it was left unacknowledged (the client
-    /// stopped first) or the subscription ended before taking it. For QoS 0: whether
-    /// it was queued.
+    /// Wait until the subscriber is done with the message, where a connection would
+    /// acknowledge a QoS 1 or 2 message to the broker: true once its handler returned
+    /// (or its stream yielded it), false when it was not queued (a QoS 0 message
+    /// dropped from a full buffer), was left unacknowledged (the client stopped
+    /// first) or the subscription ended before taking it. The same for every QoS.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.
     pub async fn consumed(self) -> bool {
-        match self.settled {
-            Some(settled) => settled.await.unwrap_or(false),
-            None => self.queued,
-        }
+        self.settled.await.unwrap_or(false)
     }
 }
 

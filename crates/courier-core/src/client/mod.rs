@@ -52,6 +52,8 @@ pub use publish::PublishBuilder;
 pub use subscription::{FilterGrant, SubscribeBuilder, Subscription, SubscriptionHandle};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
+#[cfg(feature = "test-util")]
+pub(crate) use {events::EVENT_BUFFER, publish::packet_size};
 
 use crate::codec::Codec;
 use crate::error::{RefusedReason, UnsubscribeError};
@@ -66,7 +68,8 @@ use router::Router;
 /// Create one with [`Client::builder`]: it owns one connection to one broker. The
 /// same type runs on several connections (a pool, or one per broker of a cluster:
 /// the `courier-cluster` crate) or on an in-memory fake for tests
-/// (`courier-testkit`), through [`ClientBuilder::build_on`]: code written against
+/// (`courier_core::testing`, the `test-util` feature), through
+/// [`ClientBuilder::build_on`]: code written against
 /// `Client` runs on any of them. The client lives until [`Client::stop`] or until
 /// every handle made from the builder's client is dropped (handles given to
 /// message handlers do not keep it alive).

@@ -10,12 +10,14 @@ use super::super::budget::Charge;
 use super::super::consumers::Consumers;
 use super::super::inbound::AckToken;
 use crate::message::Message;
+use crate::qos::QoS;
 
 /// A message on its way to one subscription.
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) message: Message,
-    /// Settles the subscription's share of the message; `None` for QoS 0.
+    /// Settles the subscription's share of the message; `None` for QoS 0 from a
+    /// connection (a backend's receipt settles every QoS).
     pub(crate) ack: Option<Ack>,
     /// Its share of the inbound budget, until it is consumed or dropped.
     pub(crate) charge: Charge,
@@ -124,7 +126,7 @@ impl Sink {
             delivery.abandon();
             return Offer::Stopping;
         }
-        if delivery.ack.is_none()
+        if delivery.message.qos() == QoS::AtMostOnce
             && (self.queued.load(Ordering::Relaxed) >= self.capacity
                 || delivery.charge.budget_spent())
         {
