@@ -799,6 +799,48 @@ async fn one_service_runs_on_a_connection_and_on_a_pool() {
     assert_eq!(pool.state(), courier::ConnectionState::Stopped);
 }
 
+/// Dropping a subscription's stream and subscribing again to the same filters at
+/// once: the new subscription keeps them (the dropped one's unsubscribe at the
+/// brokers must not end it), on the primary and on every connection alike.
+#[tokio::test]
+async fn a_new_subscription_survives_the_dropped_one_on_the_same_filter() {
+    let broker = broker().await;
+    let pool = ClusterBuilder::new(template().address(broker.host(), broker.port()))
+        .client_id(client_id("resub"))
+        .pool_size(2)
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || pool.info().connected_count()
+            == 2)
+        .await
+    );
+    let publisher = client(&broker, "resub-pub").connect().await.unwrap();
+    for filter in ["resub/plain", "$share/g/resub/shared"] {
+        let first = pool.subscribe(filter).qos(QoS::AtLeastOnce).await.unwrap();
+        drop(first);
+        let mut second = pool.subscribe(filter).qos(QoS::AtLeastOnce).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let topic = filter.trim_start_matches("$share/g/");
+        publisher
+            .publish(topic, "after")
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let got = drain_n(&mut second, 1, Duration::from_secs(5)).await;
+        println!("cluster: resubscribe {filter}: got={}", got.len());
+        assert_eq!(
+            got.len(),
+            1,
+            "{filter}: the new subscription still receives"
+        );
+        assert!(pool.info().subscriptions.contains_key(filter));
+    }
+    publisher.stop().await;
+    pool.stop().await;
+}
+
 /// A template for a persistent session with `broker`.
 fn persistent(broker: &TestBroker) -> ClientBuilder {
     template()

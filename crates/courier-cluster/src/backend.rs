@@ -39,6 +39,10 @@ impl Backend for ClusterBackend {
         self.0.release(routes)
     }
 
+    fn forget(&self, routes: &[u64]) {
+        self.0.forget(routes);
+    }
+
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.0.stop())
     }

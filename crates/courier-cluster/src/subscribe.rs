@@ -323,6 +323,23 @@ impl Inner {
         unused.into_iter().collect()
     }
 
+    /// A subscription of the client was dropped: no connection makes it any more,
+    /// and each connection tells its broker, without waiting, about the filters it
+    /// no longer uses (in order with later subscribes, so these keep theirs).
+    pub(crate) fn forget(&self, ids: &[u64]) {
+        let ended: Vec<SubEntry> = {
+            let mut st = self.lock();
+            ids.iter().filter_map(|id| st.subs.remove(id)).collect()
+        };
+        for handle in ended
+            .into_iter()
+            .flat_map(|e| e.placed.into_values())
+            .flat_map(|p| p.handles)
+        {
+            handle.forget();
+        }
+    }
+
     /// Unsubscribe from `filters` on every connection: every subscription on them
     /// ends, and the brokers are told to stop sending. Connections that are down
     /// drop the subscriptions at once and tell their broker when back.

@@ -51,10 +51,16 @@ pub trait Backend: Send + Sync + 'static {
         request: UnsubscribeRequest,
     ) -> BoxFuture<'_, Result<(), UnsubscribeError>>;
 
-    /// A subscription ended (its stream dropped, or unsubscribed): stop delivering
-    /// to its routes, and return the filters no subscription uses any more; the
-    /// client then unsubscribes them through [`unsubscribe`](Self::unsubscribe).
+    /// A subscription is being unsubscribed: stop delivering to its routes, and
+    /// return the filters no subscription uses any more; the client then
+    /// unsubscribes them through [`unsubscribe`](Self::unsubscribe) and waits.
     fn release(&self, routes: &[u64]) -> Vec<String>;
+
+    /// A subscription's stream was dropped: stop delivering to its routes, and tell
+    /// the brokers, without waiting, to stop sending the filters no subscription
+    /// uses any more. A subscription made on them later must keep them: queue the
+    /// broker's part now, in order, rather than unsubscribe later.
+    fn forget(&self, routes: &[u64]);
 
     /// Stop gracefully: the client already ended delivery and waited for its
     /// handlers; wait for the publishes in flight and disconnect.
@@ -157,25 +163,6 @@ impl Remote {
         match &self.chains.unsubscriber {
             Some(chain) => chain.unsubscribe(request).await,
             None => self.backend.unsubscribe(request).await,
-        }
-    }
-
-    /// Drop a subscription's routes; tell the broker, without waiting, about the
-    /// filters left unused.
-    pub(crate) fn forget(self: &Arc<Self>, routes: &[u64]) {
-        let unused = self.backend.release(routes);
-        if unused.is_empty() || self.consumers.is_closed() {
-            return;
-        }
-        // Outside a runtime the client is going away anyway.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let remote = self.clone();
-            runtime.spawn(async move {
-                let _ = remote
-                    .backend
-                    .unsubscribe(UnsubscribeRequest { filters: unused })
-                    .await;
-            });
         }
     }
 

@@ -516,7 +516,7 @@ fn forget(link: &Link, routes: &[u64]) {
             let unused = shared.router_write().remove(routes);
             unsubscribe_unused(shared, unused);
         }
-        Link::Backend(remote) => remote.forget(routes),
+        Link::Backend(remote) => remote.backend.forget(routes),
     }
 }
 
@@ -682,5 +682,13 @@ impl SubscriptionHandle {
     /// its connections at once).
     pub fn detach(self) -> Vec<String> {
         release(self.client.link(), &self.routes)
+    }
+
+    /// End the subscription here, and tell the broker, without waiting, to stop
+    /// sending the filters no subscription of the client uses any more (what
+    /// dropping a [`Subscription`] stream does). A subscription made on those
+    /// filters afterwards keeps them.
+    pub fn forget(self) {
+        forget(self.client.link(), &self.routes);
     }
 }

@@ -63,9 +63,9 @@ pub(super) struct State {
     routes: BTreeMap<u64, Route>,
     /// Per session and filter: how many UNSUBSCRIBEs the client owes for filters
     /// `release` found unused. `release` already removed their routes; the
-    /// UNSUBSCRIBE the client sends later (from a spawned task) must not remove a
-    /// subscription made on the same filter meanwhile, as it would not on a broker
-    /// that reads the client's packets in order.
+    /// UNSUBSCRIBE the client sends next must not remove a subscription made on the
+    /// same filter meanwhile (by another task), as it would not on a broker that
+    /// reads the client's packets in order.
     owed_unsubscribes: HashMap<(u64, String), usize>,
     /// Per shared filter: the member whose turn is next.
     share_turns: HashMap<String, usize>,
@@ -545,8 +545,27 @@ impl State {
         Ok(Subscribed::new(grants, routes))
     }
 
-    /// Remove a client's `routes`; the filters it no longer uses are returned.
+    /// Remove a client's `routes` of a subscription it unsubscribes; the filters it
+    /// no longer uses are returned, for the UNSUBSCRIBE that follows.
     fn release(&mut self, session: u64, routes: &[u64]) -> Vec<String> {
+        let unused = self.remove_routes(session, routes);
+        for filter in &unused {
+            *self
+                .owed_unsubscribes
+                .entry((session, filter.clone()))
+                .or_insert(0) += 1;
+        }
+        unused
+    }
+
+    /// Remove a client's `routes` of a subscription it dropped: nothing follows
+    /// (the fake has no broker to tell).
+    fn forget(&mut self, session: u64, routes: &[u64]) {
+        self.remove_routes(session, routes);
+    }
+
+    /// Remove a client's `routes`; the filters it no longer uses are returned.
+    fn remove_routes(&mut self, session: u64, routes: &[u64]) -> Vec<String> {
         let mut freed = BTreeSet::new();
         for id in routes {
             if self.routes.get(id).is_some_and(|r| r.session == session) {
@@ -560,12 +579,6 @@ impl State {
             .into_iter()
             .filter(|filter| !self.uses(session, filter))
             .collect();
-        for filter in &unused {
-            *self
-                .owed_unsubscribes
-                .entry((session, filter.clone()))
-                .or_insert(0) += 1;
-        }
         self.changed();
         unused
     }
@@ -897,6 +910,10 @@ impl Backend for FakeBackend {
 
     fn release(&self, routes: &[u64]) -> Vec<String> {
         self.broker.lock().release(self.session.id, routes)
+    }
+
+    fn forget(&self, routes: &[u64]) {
+        self.broker.lock().forget(self.session.id, routes);
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {
