@@ -18,6 +18,7 @@ use rumqttc::{
 };
 use tokio::sync::oneshot;
 use tokio::time::timeout;
+use tracing::Instrument as _;
 
 use super::engine::{Engine, LinkError, Polled, TooLarge};
 use super::events::{ConnectionState, Event};
@@ -210,7 +211,7 @@ impl Driver {
         let until = deadline_after(self.shared.opts.builder.unrouted_hold);
         self.shared.router_write().hold_until(until);
         let shared = self.shared.clone();
-        tokio::spawn(async move {
+        let release = async move {
             tokio::select! {
                 _ = shared.shutdown.cancelled() => return,
                 () = tokio::time::sleep_until(until) => {}
@@ -221,7 +222,9 @@ impl Driver {
             for delivery in unclaimed {
                 report_unclaimed(&shared, delivery);
             }
-        });
+        };
+        // In the connection's span, as the driver: its warnings name the client.
+        tokio::spawn(release.in_current_span());
     }
 
     async fn connect_once(&mut self) -> Result<bool, ConnectError> {

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::budget::InboundBudget;
 use super::consumers::Consumers;
@@ -95,15 +96,36 @@ fn spawn(
     }
     let (first_tx, first_rx) = oneshot::channel();
     let driver = Driver::new(shared.clone(), engine, fail_fast.then_some(first_tx));
-    let handle = tokio::spawn(supervise(shared.clone(), driver.run()));
+    let span = connection_span(&shared.opts);
+    let handle = tokio::spawn(supervise(shared.clone(), driver.run()).instrument(span.clone()));
     let _ = shared.driver_abort.set(handle.abort_handle());
     if let Some(timeout) = shared.opts.builder.ack_timeout {
-        tokio::spawn(super::watchdog::run(shared.clone(), timeout));
+        tokio::spawn(super::watchdog::run(shared.clone(), timeout).instrument(span));
     }
     if let Ok(mut slot) = shared.driver.try_lock() {
         *slot = Some(handle);
     }
     (Client::owned(shared), first_rx)
+}
+
+/// The `tracing` span of one connection's background work (the driver and the ack
+/// watchdog): courier's log events from there carry the client id and the broker,
+/// e.g. a reconnect attempt's warning.
+///
+/// A root span (`parent: None`): it lives as long as the client and must not become
+/// the child of whatever span `connect` was called in. ERROR level so that it is
+/// enabled whenever courier's warnings and errors are: a span the filter disables
+/// labels nothing (under `RUST_LOG=warn` an INFO span would leave the very warnings
+/// it exists for without client id). Handler tasks and `on_connect` callbacks run
+/// application code and are not in it, so the application's own spans there never
+/// become children of this one.
+fn connection_span(opts: &ValidOptions) -> tracing::Span {
+    tracing::error_span!(
+        parent: None,
+        "courier",
+        client_id = %opts.builder.client_id,
+        broker = %opts.broker(),
+    )
 }
 
 /// Run the driver; if it panics (a bug, or a panic in what it calls synchronously:
