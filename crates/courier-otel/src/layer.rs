@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use ::metrics::Label;
 use courier_core::client::middleware::{
     Handler, Layer, PublishRequest, Publisher, Stopper, SubscribeRequest, Subscribed, Subscriber,
     UnsubscribeRequest, Unsubscriber,
@@ -23,8 +22,9 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 
 use crate::carrier::{PropertiesExtractor, PropertiesInjector};
-use crate::metrics::Flow;
-use crate::semconv::{self, metric_names, operation, span_names};
+use crate::metrics::{Flow, Recorder};
+use crate::propagation::W3cTraceContextPropagator;
+use crate::semconv::{self, operation, span_names};
 
 /// Maps a topic to the value of the metrics' `mqtt.topic` label.
 pub(crate) type TopicTransformer = Arc<dyn Fn(&str) -> String + Send + Sync>;
@@ -32,7 +32,9 @@ pub(crate) type TopicTransformer = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// Where trace context is injected from and extracted with.
 #[derive(Clone)]
 pub(crate) enum Propagation {
-    /// `opentelemetry::global::get_text_map_propagator`, looked up at every call.
+    /// `opentelemetry::global::get_text_map_propagator`, looked up at every call;
+    /// the [`W3cTraceContextPropagator`] while the global one is the default no-op
+    /// (no fields).
     Global,
     /// A propagator of the application's choice.
     Custom(Arc<dyn TextMapPropagator + Send + Sync>),
@@ -48,26 +50,52 @@ impl fmt::Debug for Propagation {
 }
 
 impl Propagation {
-    fn inject(&self, cx: &Context, properties: &mut Vec<(String, String)>) {
-        let mut injector = PropertiesInjector::new(properties);
+    /// Run `f` with the propagator.
+    fn with<R>(&self, mut f: impl FnMut(&dyn TextMapPropagator) -> R) -> R {
         match self {
             Propagation::Global => opentelemetry::global::get_text_map_propagator(|p| {
-                p.inject_context(cx, &mut injector);
+                if p.fields().next().is_some() {
+                    f(p)
+                } else {
+                    f(&W3cTraceContextPropagator::new())
+                }
             }),
-            Propagation::Custom(p) => p.inject_context(cx, &mut injector),
+            Propagation::Custom(p) => f(&**p),
         }
     }
 
-    fn extract(&self, properties: &[(String, String)]) -> Context {
+    fn inject(&self, cx: &Context, properties: &mut Vec<(String, String)>) {
+        let mut injector = PropertiesInjector::new(properties);
+        self.with(|p| p.inject_context(cx, &mut injector));
+    }
+
+    /// The context of `properties` on top of `base`.
+    fn extract(&self, base: &Context, properties: &[(String, String)]) -> Context {
         let extractor = PropertiesExtractor::new(properties);
-        let current = Context::current();
-        match self {
-            Propagation::Global => opentelemetry::global::get_text_map_propagator(|p| {
-                p.extract_with_context(&current, &extractor)
-            }),
-            Propagation::Custom(p) => p.extract_with_context(&current, &extractor),
+        self.with(|p| p.extract_with_context(base, &extractor))
+    }
+}
+
+/// The parent of the spans courier starts: the current OpenTelemetry context when it
+/// holds a span (the plain OpenTelemetry SDK, or `tracing-opentelemetry` with its
+/// default context activation); otherwise, with the `tracing-bridge` feature, the
+/// OpenTelemetry context of the current `tracing` span (`tracing-opentelemetry`
+/// without context activation). The span itself is always made with the
+/// OpenTelemetry API: the `tracing` span only lends its context.
+pub(crate) fn parent_context() -> Context {
+    let current = Context::current();
+    #[cfg(feature = "tracing-bridge")]
+    if !current.span().span_context().is_valid() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::Span::current();
+        if !span.is_none() {
+            let cx = span.context();
+            if cx.span().span_context().is_valid() {
+                return cx;
+            }
         }
     }
+    current
 }
 
 /// Which operations are instrumented.
@@ -89,9 +117,9 @@ pub(crate) struct Shared {
     pub(crate) topic_transformer: TopicTransformer,
     pub(crate) attributes: Vec<KeyValue>,
     pub(crate) paths: Paths,
-    pub(crate) metrics: bool,
-    /// `service.name` and the extra attributes, as metric labels.
-    pub(crate) base_labels: Vec<Label>,
+    pub(crate) recorder: Recorder,
+    /// `service.name` and the extra attributes: the labels of every metric.
+    pub(crate) metric_attributes: Vec<KeyValue>,
     /// A `Connected` event was seen: the next one is a reconnect.
     pub(crate) connected_once: AtomicBool,
 }
@@ -105,7 +133,7 @@ impl fmt::Debug for Shared {
             .field("propagation", &self.propagation)
             .field("attributes", &self.attributes)
             .field("paths", &self.paths)
-            .field("metrics", &self.metrics)
+            .field("recorder", &self.recorder)
             .finish_non_exhaustive()
     }
 }
@@ -146,8 +174,8 @@ impl Shared {
     /// Metric labels: `service.name`, the extra attributes, `mqtt.clientid` when
     /// known, and the transformed topic.
     /// One label set per filter, when metrics are on.
-    fn filter_labels<'f>(&self, filters: impl Iterator<Item = &'f str>) -> Vec<Vec<Label>> {
-        if !self.metrics {
+    fn filter_labels<'f>(&self, filters: impl Iterator<Item = &'f str>) -> Vec<Vec<KeyValue>> {
+        if !self.recorder.is_on() {
             return Vec::new();
         }
         filters
@@ -155,13 +183,13 @@ impl Shared {
             .collect()
     }
 
-    fn labels(&self, client_id: Option<&str>, topic: Option<&str>) -> Vec<Label> {
-        let mut labels = self.base_labels.clone();
+    fn labels(&self, client_id: Option<&str>, topic: Option<&str>) -> Vec<KeyValue> {
+        let mut labels = self.metric_attributes.clone();
         if let Some(id) = client_id.or(self.client_id.as_deref()) {
-            labels.push(Label::new(semconv::MQTT_CLIENT_ID, id.to_owned()));
+            labels.push(KeyValue::new(semconv::MQTT_CLIENT_ID, id.to_owned()));
         }
         if let Some(topic) = topic {
-            labels.push(Label::new(
+            labels.push(KeyValue::new(
                 semconv::MQTT_TOPIC,
                 (self.topic_transformer)(topic),
             ));
@@ -169,32 +197,24 @@ impl Shared {
         labels
     }
 
-    fn set_connected(&self, connected: bool) {
-        if self.metrics {
-            ::metrics::gauge!(metric_names::CONNECTED, self.labels(None, None)).set(if connected {
-                1.0
-            } else {
-                0.0
-            });
+    pub(crate) fn set_connected(&self, connected: bool) {
+        if self.recorder.is_on() {
+            self.recorder.connected(&self.labels(None, None), connected);
         }
     }
 
     /// Keep the connection gauges (the `on_event` callback).
     pub(crate) fn on_event(&self, event: &Event) {
-        if !self.metrics {
+        if !self.recorder.is_on() {
             return;
         }
         match event {
             Event::Connected { .. } => {
                 self.set_connected(true);
-                let reconnects =
-                    ::metrics::counter!(metric_names::RECONNECTS, self.labels(None, None));
-                if self.connected_once.swap(true, Ordering::Relaxed) {
-                    reconnects.increment(1);
-                } else {
-                    // Register the series at zero.
-                    reconnects.increment(0);
-                }
+                // The first connection registers the series at zero.
+                let reconnect = self.connected_once.swap(true, Ordering::Relaxed);
+                self.recorder
+                    .reconnects(&self.labels(None, None), u64::from(reconnect));
             }
             Event::Disconnected { .. } | Event::Stopped => self.set_connected(false),
             _ => {}
@@ -202,21 +222,58 @@ impl Shared {
     }
 
     /// Count a publish in flight until the guard drops.
-    fn inflight(&self) -> Option<Inflight> {
-        self.metrics.then(|| {
-            let gauge = ::metrics::gauge!(metric_names::INFLIGHT, self.labels(None, None));
-            gauge.increment(1.0);
-            Inflight(gauge)
+    fn inflight(&self) -> Option<Inflight<'_>> {
+        self.recorder.is_on().then(|| {
+            let labels = self.labels(None, None);
+            self.recorder.inflight(&labels, true);
+            Inflight {
+                recorder: &self.recorder,
+                labels,
+            }
         })
+    }
+
+    /// Start the consumer span of a delivered `message`: the child of the trace
+    /// context it carries, or of the current context when it carries none.
+    fn consumer_span(
+        &self,
+        name: &'static str,
+        op: &'static str,
+        client_id: Option<&str>,
+        message: &Message,
+    ) -> Option<Context> {
+        self.tracer.as_ref()?;
+        let parent = self
+            .propagation
+            .extract(&parent_context(), message.properties());
+        let mut attrs = self.span_attributes(client_id, op);
+        attrs.extend([
+            KeyValue::new(semconv::MQTT_TOPIC, message.topic().to_owned()),
+            KeyValue::new(
+                semconv::MESSAGING_DESTINATION_NAME,
+                message.topic().to_owned(),
+            ),
+            KeyValue::new(semconv::MQTT_QOS, qos_value(message.qos())),
+            KeyValue::new(semconv::MQTT_RETAINED, message.retained()),
+            KeyValue::new(
+                semconv::MESSAGING_MESSAGE_BODY_SIZE,
+                i64::try_from(message.payload().len()).unwrap_or(i64::MAX),
+            ),
+        ]);
+        self.start_span(name, SpanKind::Consumer, attrs, &parent)
     }
 }
 
-/// Decrements the in-flight gauge when dropped (completed, failed or cancelled).
-struct Inflight(::metrics::Gauge);
+/// Takes the publish out of the in-flight count when dropped (completed, failed or
+/// cancelled).
+struct Inflight<'a> {
+    recorder: &'a Recorder,
+    labels: Vec<KeyValue>,
+}
 
-impl Drop for Inflight {
+impl Drop for Inflight<'_> {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.recorder.inflight(&self.labels, false);
     }
 }
 
@@ -229,15 +286,20 @@ struct Op<'a> {
     /// The context holding the operation's span (traces on).
     cx: Option<Context>,
     /// One label set per filter (metrics on): each gets its own attempt.
-    labels: Vec<Vec<Label>>,
+    labels: Vec<Vec<KeyValue>>,
     started: Instant,
     finished: bool,
 }
 
 impl<'a> Op<'a> {
-    fn start(shared: &'a Shared, flow: Flow, cx: Option<Context>, labels: Vec<Vec<Label>>) -> Self {
+    fn start(
+        shared: &'a Shared,
+        flow: Flow,
+        cx: Option<Context>,
+        labels: Vec<Vec<KeyValue>>,
+    ) -> Self {
         for set in &labels {
-            flow.attempt(set);
+            shared.recorder.attempt(flow, set);
         }
         Op {
             shared,
@@ -261,13 +323,12 @@ impl<'a> Op<'a> {
 
     fn record(&mut self, failure: Option<Failure<'_>>) {
         let seconds = self.started.elapsed().as_secs_f64();
-        if self.shared.metrics {
-            for set in &self.labels {
-                if failure.is_some() {
-                    self.flow.failure(set);
-                }
-                self.flow.latency(set, seconds);
+        let recorder = &self.shared.recorder;
+        for set in &self.labels {
+            if failure.is_some() {
+                recorder.failure(self.flow, set);
             }
+            recorder.latency(self.flow, set, seconds);
         }
         if let Some(cx) = &self.cx {
             let span = cx.span();
@@ -327,6 +388,24 @@ pub struct OtelLayer {
 }
 
 impl OtelLayer {
+    /// Trace a message read from a [`Subscription`](courier_core::Subscription)
+    /// stream, which has no handler chain: starts an `otelcourier.Receive` span
+    /// (`SpanKind::Consumer`, `messaging.operation.type = receive`, the attributes
+    /// of the callback span), the child of the trace context the message carries
+    /// (else of the current context), and returns the context holding it. Run the
+    /// processing in it (`future.with_context(cx)`, or with `tracing`,
+    /// `span.set_parent(cx)`); publishes made there continue the trace. The span
+    /// ends when the last clone of the context is dropped. `None` when traces are
+    /// off.
+    ///
+    /// Under MQTT 3.1.1 with the [envelope](crate::envelope), open it first
+    /// ([`envelope::open_message`](crate::envelope::open_message)): the context
+    /// is read from [`Message::properties`].
+    pub fn receive(&self, message: &Message) -> Option<Context> {
+        let shared = &*self.shared;
+        shared.consumer_span(span_names::RECEIVE, operation::RECEIVE, None, message)
+    }
+
     /// The callback for [`ClientBuilder::on_event`](courier_core::ClientBuilder::on_event)
     /// that keeps `courier.connected` and `courier.reconnects`.
     pub fn event_callback(&self) -> impl Fn(&Event) + Send + Sync + 'static {
@@ -387,7 +466,7 @@ impl<S: Publisher> Publisher for Otel<S> {
                 span_names::PUBLISH,
                 SpanKind::Producer,
                 attrs,
-                &Context::current(),
+                &parent_context(),
             )
         } else {
             None
@@ -395,7 +474,7 @@ impl<S: Publisher> Publisher for Otel<S> {
         if let Some(cx) = &cx {
             shared.propagation.inject(cx, &mut request.properties);
         }
-        let labels = if shared.metrics {
+        let labels = if shared.recorder.is_on() {
             vec![shared.labels(None, Some(&request.topic))]
         } else {
             Vec::new()
@@ -438,7 +517,7 @@ impl<S: Subscriber> Subscriber for Otel<S> {
                     span_names::SUBSCRIBE_MULTIPLE
                 }
             };
-            shared.start_span(name, SpanKind::Client, attrs, &Context::current())
+            shared.start_span(name, SpanKind::Client, attrs, &parent_context())
         } else {
             None
         };
@@ -470,7 +549,7 @@ impl<S: Unsubscriber> Unsubscriber for Otel<S> {
                 span_names::UNSUBSCRIBE,
                 SpanKind::Client,
                 attrs,
-                &Context::current(),
+                &parent_context(),
             )
         } else {
             None
@@ -504,27 +583,13 @@ impl<S: Handler> Handler for Otel<S> {
             Some(_) => None,
             None => Some(client.client_id().to_owned()).filter(|id| !id.is_empty()),
         };
-        let cx = if shared.tracer.is_some() {
-            let parent = shared.propagation.extract(message.properties());
-            let mut attrs = shared.span_attributes(client_id.as_deref(), operation::PROCESS);
-            attrs.extend([
-                KeyValue::new(semconv::MQTT_TOPIC, message.topic().to_owned()),
-                KeyValue::new(
-                    semconv::MESSAGING_DESTINATION_NAME,
-                    message.topic().to_owned(),
-                ),
-                KeyValue::new(semconv::MQTT_QOS, qos_value(message.qos())),
-                KeyValue::new(semconv::MQTT_RETAINED, message.retained()),
-                KeyValue::new(
-                    semconv::MESSAGING_MESSAGE_BODY_SIZE,
-                    i64::try_from(message.payload().len()).unwrap_or(i64::MAX),
-                ),
-            ]);
-            shared.start_span(span_names::CALLBACK, SpanKind::Consumer, attrs, &parent)
-        } else {
-            None
-        };
-        let labels = if shared.metrics {
+        let cx = shared.consumer_span(
+            span_names::CALLBACK,
+            operation::PROCESS,
+            client_id.as_deref(),
+            &message,
+        );
+        let labels = if shared.recorder.is_on() {
             vec![shared.labels(client_id.as_deref(), Some(message.topic()))]
         } else {
             Vec::new()

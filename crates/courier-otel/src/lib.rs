@@ -7,13 +7,19 @@
 //!
 //! - **Traces** go through the OpenTelemetry API ([`opentelemetry`], re-exported):
 //!   the application chooses the SDK and exporter; by default spans go to the
-//!   global tracer provider.
-//! - **Metrics** go through the [`metrics`](::metrics) facade: the application
-//!   installs a recorder (Prometheus, OTLP, StatsD, ...).
-//! - **Propagation** injects `traceparent`/`tracestate` into the publish's
-//!   properties and extracts them from delivered messages. MQTT 3.1.1 has no
-//!   headers, so the properties reach the subscriber only through the opt-in
-//!   [envelope] (or, later, MQTT 5 user properties).
+//!   global tracer provider. Their parent is the current OpenTelemetry context;
+//!   with the `tracing-bridge` feature, failing that, the current `tracing` span's
+//!   (`tracing-opentelemetry`), so that courier's spans join the trace of an
+//!   application instrumented with `tracing`.
+//! - **Metrics** go through the OpenTelemetry metric API (the global meter provider
+//!   by default) and through the [`metrics`](::metrics) facade (the recorder the
+//!   application installs: Prometheus, StatsD, ...); see [`metrics`].
+//! - **Propagation** injects the trace context into the publish's properties and
+//!   extracts it from delivered messages, with the application's global propagator
+//!   (W3C Trace Context while none is set). MQTT 3.1.1 has no headers, so the
+//!   properties reach the subscriber only through the opt-in [envelope] (or, later,
+//!   MQTT 5 user properties). Messages read from a `Subscription` stream are traced
+//!   with [`OtelLayer::receive`].
 //!
 //! One call installs everything on a client builder, the Go `ApplyMiddlewares`:
 //!
@@ -45,6 +51,7 @@ use std::sync::atomic::AtomicBool;
 
 use courier_core::ClientBuilder;
 use opentelemetry::global::{BoxedTracer, ObjectSafeTracerProvider};
+use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::{InstrumentationScope, KeyValue};
 
@@ -76,20 +83,24 @@ pub fn instrumentation_scope() -> InstrumentationScope {
 /// [`ClientBuilder`].
 ///
 /// Defaults: traces and metrics on for publish, subscribe, unsubscribe and handlers;
-/// the global tracer provider (as set when `install` is called); the
-/// [`W3cTraceContextPropagator`]; topics as metric labels unchanged; no envelope.
+/// the global tracer and meter providers (as set when `install` is called) and the
+/// `metrics` facade; the global propagator ([`W3cTraceContextPropagator`] while
+/// none is set); topics as metric labels unchanged; no envelope.
 #[derive(Clone)]
 #[must_use = "a CourierOtel does nothing until installed on a client builder"]
 pub struct CourierOtel {
     service: String,
     client_id: Option<String>,
     tracer: Option<Arc<BoxedTracer>>,
+    meter: Option<Meter>,
     propagation: Propagation,
     topic_transformer: TopicTransformer,
     attributes: Vec<KeyValue>,
     paths: Paths,
     traces: bool,
     metrics: bool,
+    otel_metrics: bool,
+    facade_metrics: bool,
     envelope: bool,
 }
 
@@ -102,11 +113,14 @@ impl fmt::Debug for CourierOtel {
                 "tracer",
                 &self.tracer.as_ref().map_or("global", |_| "custom"),
             )
+            .field("meter", &self.meter.as_ref().map_or("global", |_| "custom"))
             .field("propagation", &self.propagation)
             .field("attributes", &self.attributes)
             .field("paths", &self.paths)
             .field("traces", &self.traces)
             .field("metrics", &self.metrics)
+            .field("otel_metrics", &self.otel_metrics)
+            .field("facade_metrics", &self.facade_metrics)
             .field("envelope", &self.envelope)
             .finish_non_exhaustive()
     }
@@ -119,7 +133,8 @@ impl CourierOtel {
             service: service_name.into(),
             client_id: None,
             tracer: None,
-            propagation: Propagation::Custom(Arc::new(W3cTraceContextPropagator::new())),
+            meter: None,
+            propagation: Propagation::Global,
             topic_transformer: Arc::new(str::to_owned),
             attributes: Vec::new(),
             paths: Paths {
@@ -130,6 +145,8 @@ impl CourierOtel {
             },
             traces: true,
             metrics: true,
+            otel_metrics: true,
+            facade_metrics: true,
             envelope: false,
         }
     }
@@ -156,8 +173,18 @@ impl CourierOtel {
         self
     }
 
-    /// Inject and extract trace context with `propagator` (default:
-    /// [`W3cTraceContextPropagator`]).
+    /// Record the OpenTelemetry metrics with this meter provider (e.g.
+    /// `opentelemetry_sdk`'s `SdkMeterProvider`) instead of the global one. The meter
+    /// is taken now, with this crate's [instrumentation scope](instrumentation_scope).
+    pub fn meter_provider<P>(mut self, provider: &P) -> Self
+    where
+        P: MeterProvider + ?Sized,
+    {
+        self.meter = Some(provider.meter_with_scope(instrumentation_scope()));
+        self
+    }
+
+    /// Inject and extract trace context with `propagator` instead of the global one.
     pub fn propagator(
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
@@ -167,8 +194,12 @@ impl CourierOtel {
     }
 
     /// Inject and extract trace context with the global propagator
-    /// (`opentelemetry::global::set_text_map_propagator`), looked up at every call.
-    /// The global default propagates nothing: set one first.
+    /// (`opentelemetry::global::set_text_map_propagator`), looked up at every call:
+    /// the default, which this restores after [`propagator`](Self::propagator).
+    /// While the global propagator is OpenTelemetry's default no-op one (no
+    /// fields), the [`W3cTraceContextPropagator`] is used instead. To propagate
+    /// nothing, pass `opentelemetry::propagation::NoopTextMapPropagator` to
+    /// [`propagator`](Self::propagator).
     pub fn global_propagator(mut self) -> Self {
         self.propagation = Propagation::Global;
         self
@@ -223,9 +254,24 @@ impl CourierOtel {
         self
     }
 
-    /// Record metrics (default true).
+    /// Record metrics (default true): with neither of the two places below, nor the
+    /// connection gauges.
     pub fn metrics(mut self, on: bool) -> Self {
         self.metrics = on;
+        self
+    }
+
+    /// Record metrics through the OpenTelemetry metric API (default true): the
+    /// global meter provider or [`meter_provider`](Self::meter_provider)'s.
+    pub fn otel_metrics(mut self, on: bool) -> Self {
+        self.otel_metrics = on;
+        self
+    }
+
+    /// Record metrics through the [`metrics`](::metrics) facade (default true): the
+    /// recorder the application installed.
+    pub fn facade_metrics(mut self, on: bool) -> Self {
+        self.facade_metrics = on;
         self
     }
 
@@ -248,13 +294,15 @@ impl CourierOtel {
                 ))
             })
         });
-        let mut base_labels = vec![::metrics::Label::new(
-            semconv::SERVICE_NAME,
-            self.service.clone(),
-        )];
-        base_labels.extend(self.attributes.iter().map(|kv| {
-            ::metrics::Label::new(kv.key.as_str().to_owned(), kv.value.as_str().into_owned())
-        }));
+        let mut metric_attributes =
+            vec![KeyValue::new(semconv::SERVICE_NAME, self.service.clone())];
+        metric_attributes.extend(self.attributes.iter().cloned());
+        let meter = (self.metrics && self.otel_metrics).then(|| {
+            self.meter
+                .clone()
+                .unwrap_or_else(|| opentelemetry::global::meter_with_scope(instrumentation_scope()))
+        });
+        let recorder = metrics::Recorder::new(meter.as_ref(), self.metrics && self.facade_metrics);
         OtelLayer {
             shared: Arc::new(Shared {
                 service: self.service.clone(),
@@ -264,8 +312,8 @@ impl CourierOtel {
                 topic_transformer: self.topic_transformer.clone(),
                 attributes: self.attributes.clone(),
                 paths: self.paths,
-                metrics: self.metrics,
-                base_labels,
+                recorder,
+                metric_attributes,
                 connected_once: AtomicBool::new(false),
             }),
         }
@@ -291,7 +339,7 @@ impl CourierOtel {
             self.layer()
         };
         let mut builder = builder;
-        if self.metrics {
+        if self.metrics && self.facade_metrics {
             metrics::describe();
         }
         let envelope = EnvelopeLayer::new();

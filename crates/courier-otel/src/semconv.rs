@@ -42,6 +42,9 @@ pub mod operation {
     /// A delivered message handled by a callback (the `otelcourier.Callback` span);
     /// the conventions' name for push-based consumption.
     pub const PROCESS: &str = "process";
+    /// A message read from a `Subscription` stream (the `otelcourier.Receive`
+    /// span); the conventions' name for pull-based consumption.
+    pub const RECEIVE: &str = "receive";
     /// A SUBSCRIBE (not in the conventions).
     pub const SUBSCRIBE: &str = "subscribe";
     /// An UNSUBSCRIBE (not in the conventions).
@@ -63,11 +66,18 @@ pub mod span_names {
     /// message. (The Go original names this span after the callback function; Rust
     /// closures have no useful name, so it is fixed.)
     pub const CALLBACK: &str = "otelcourier.Callback";
+    /// One message read from a `Subscription` stream, `SpanKind::Consumer`, started by
+    /// [`OtelLayer::receive`](crate::OtelLayer::receive); the child of the
+    /// publisher's span when the trace context travelled with the message.
+    pub const RECEIVE: &str = "otelcourier.Receive";
 }
 
-/// Metric names, as in the Go original. With the Prometheus exporter the dots
-/// become underscores: `courier.publish.attempts` is scraped as
-/// `courier_publish_attempts`.
+/// Metric names, as in the Go original. Prometheus exporters turn the dots into
+/// underscores and, following Prometheus' conventions, add `_total` to counters and
+/// the unit to the latency histograms: `courier.publish.attempts` is scraped as
+/// `courier_publish_attempts_total` and `courier.publish.latency` as
+/// `courier_publish_latency_seconds` (`opentelemetry-prometheus` does so by itself;
+/// `metrics-exporter-prometheus` with `with_recommended_naming(true)`).
 pub mod metric_names {
     /// Publishes attempted (counter).
     pub const PUBLISH_ATTEMPTS: &str = "courier.publish.attempts";

@@ -67,7 +67,8 @@
 //! | `msgpack` | `MsgPackCodec` (structs as maps, or compact) and `MsgPack<T>` | no |
 //! | `base64` | The `Base64` byte transform: `JsonCodec.then(Base64)` | no |
 //! | `gzip` | The `Gzip` byte transform (bounded decompression) | no |
-//! | `otel` | OpenTelemetry spans, `metrics` counters and histograms, trace-context propagation: `courier::otel` | no |
+//! | `otel` | OpenTelemetry spans, metrics (OpenTelemetry metric API and the `metrics` facade), trace-context propagation: `courier::otel` | no |
+//! | `otel-tracing` | `otel`, with courier's spans joining the current `tracing` span's trace (tracing-opentelemetry) | no |
 //! | `cluster` | Pools, multi-broker clusters, resolvers, shared subscriptions: `courier::cluster::ClusterBuilder` builds a `Client` on several connections | no |
 //! | `test-util` | `courier::testing::FakeBroker`: an in-memory broker to unit-test code that uses a `Client`, no broker needed (for dev-dependencies) | no |
 //! | `full` | Every feature above | no |
@@ -128,14 +129,17 @@ pub mod msgpack {
 pub use courier_codec_msgpack::{MsgPack, MsgPackCodec};
 
 /// OpenTelemetry (the `otel` feature, the crate `courier-otel`): spans around every
-/// publish, subscribe, unsubscribe and handled message, `metrics` counters and
-/// histograms plus connection gauges, and W3C trace-context propagation.
+/// publish, subscribe, unsubscribe and handled message, counters and histograms plus
+/// connection gauges, and trace-context propagation.
 ///
 /// [`CourierOtel`](otel::CourierOtel) holds the settings and installs them on a
 /// client builder in one call ([`install`](otel::CourierOtel::install), or
 /// `with_otel` from [`OtelBuilderExt`](otel::OtelBuilderExt)). Spans go to the
-/// global tracer provider unless you pass one; metrics go to whatever recorder the
-/// application installed for the `metrics` crate. MQTT 3.1.1 has no headers, so the
+/// global tracer provider unless you pass one (with the `otel-tracing` feature they
+/// also join the current `tracing` span's trace); metrics go to the global
+/// OpenTelemetry meter provider and to whatever recorder the application installed
+/// for the `metrics` crate; trace context goes through the global propagator (W3C
+/// when none is set). MQTT 3.1.1 has no headers, so the
 /// trace context reaches subscribers only with the opt-in envelope
 /// ([`envelope(true)`](otel::CourierOtel::envelope)), which every consumer of the
 /// topic must then open.
