@@ -15,7 +15,9 @@ use courier_core::client::middleware::{
 use courier_core::{
     BoxError, Client, Event, Message, PublishError, QoS, SubscribeError, UnsubscribeError,
 };
-use opentelemetry::context::FutureExt as _;
+use std::future::Future;
+
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
@@ -316,6 +318,18 @@ impl<'a> Op<'a> {
         self.cx.clone().unwrap_or_else(Context::current)
     }
 
+    /// The next service's future, made and run in [`context`](Self::context). Made
+    /// in it too: a closure handler creates its future (and often a `tracing` span
+    /// with `.instrument`) when called, before the first poll.
+    fn within<F: Future>(&self, make: impl FnOnce() -> F) -> WithContext<F> {
+        let cx = self.context();
+        let future = {
+            let _attached = cx.clone().attach();
+            make()
+        };
+        future.with_context(cx)
+    }
+
     fn finish(mut self, error: Option<&(dyn Error + 'static)>) {
         self.finished = true;
         self.record(error.map(Failure::Error));
@@ -481,7 +495,7 @@ impl<S: Publisher> Publisher for Otel<S> {
         };
         let op = Op::start(shared, Flow::Publish, cx, labels);
         let _inflight = shared.inflight();
-        let result = self.inner.publish(request).with_context(op.context()).await;
+        let result = op.within(|| self.inner.publish(request)).await;
         op.finish(result.as_ref().err().map(|e| e as &(dyn Error + 'static)));
         result
     }
@@ -523,11 +537,7 @@ impl<S: Subscriber> Subscriber for Otel<S> {
         };
         let labels = shared.filter_labels(request.filters.iter().map(|(f, _)| f.as_str()));
         let op = Op::start(shared, Flow::Subscribe, cx, labels);
-        let result = self
-            .inner
-            .subscribe(request)
-            .with_context(op.context())
-            .await;
+        let result = op.within(|| self.inner.subscribe(request)).await;
         op.finish(result.as_ref().err().map(|e| e as &(dyn Error + 'static)));
         result
     }
@@ -556,11 +566,7 @@ impl<S: Unsubscriber> Unsubscriber for Otel<S> {
         };
         let labels = shared.filter_labels(request.filters.iter().map(String::as_str));
         let op = Op::start(shared, Flow::Unsubscribe, cx, labels);
-        let result = self
-            .inner
-            .unsubscribe(request)
-            .with_context(op.context())
-            .await;
+        let result = op.within(|| self.inner.unsubscribe(request)).await;
         op.finish(result.as_ref().err().map(|e| e as &(dyn Error + 'static)));
         result
     }
@@ -595,11 +601,7 @@ impl<S: Handler> Handler for Otel<S> {
             Vec::new()
         };
         let op = Op::start(shared, Flow::Callback, cx, labels);
-        let result = self
-            .inner
-            .handle(client, message)
-            .with_context(op.context())
-            .await;
+        let result = op.within(|| self.inner.handle(client, message)).await;
         op.finish(
             result
                 .as_ref()
