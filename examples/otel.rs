@@ -36,12 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     global::set_tracer_provider(provider.clone());
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer().with_filter(
-                EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,rumqttd=off".into()),
-            ),
-        )
+        .with(tracing_subscriber::fmt::layer().with_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,rumqttd=off".into()),
+        ))
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("otel-example"))
@@ -117,9 +114,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for id in 1..=3 {
         // The application's span: otelcourier.Publish is its child.
         let order = serde_json::json!({ "id": id });
-        async { publisher.publish_value(format!("orders/{id}/created"), &order).await }
-            .instrument(tracing::info_span!("place_order", order_id = id))
-            .await?;
+        async {
+            publisher
+                .publish_value(format!("orders/{id}/created"), &order)
+                .await
+        }
+        .instrument(tracing::info_span!("place_order", order_id = id))
+        .await?;
     }
     for _ in 1..=3 {
         tokio::time::timeout(Duration::from_secs(5), handled.recv())

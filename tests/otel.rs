@@ -17,14 +17,23 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use courier::otel::opentelemetry::trace::{SpanKind, Status};
+use courier::otel::opentelemetry::Context;
+use courier::otel::opentelemetry::context::FutureExt as _;
+use courier::otel::opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use courier::otel::semconv::{self, metric_names, span_names};
 use courier::otel::{CourierOtel, OtelBuilderExt as _, metrics as otel_metrics};
 use courier::{Client, Message, QoS};
 use courier_integration_tests::{broker, client, client_id};
+use futures_util::StreamExt as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument as _;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 /// The process-wide Prometheus recorder and the address of its HTTP listener.
 struct Prometheus {
@@ -45,7 +54,9 @@ fn prometheus() -> &'static Prometheus {
                 let addr = std::net::TcpListener::bind("127.0.0.1:0")
                     .and_then(|l| l.local_addr())
                     .unwrap();
-                let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+                let mut builder = PrometheusBuilder::new()
+                    .with_recommended_naming(true)
+                    .with_http_listener(addr);
                 for (metric, buckets) in otel_metrics::LATENCY_BUCKETS {
                     builder = builder
                         .set_buckets_for_metric(Matcher::Full(metric.to_owned()), buckets)
@@ -261,14 +272,20 @@ async fn a_trace_travels_from_publisher_to_handler_in_the_envelope() {
         ("mqtt_clientid", pub_id.as_str()),
         ("mqtt_topic", "otel/trace/7"),
     ];
-    assert_eq!(metric("courier_publish_attempts", &publish_labels), 1.0);
-    assert_eq!(metric("courier_publish_failures", &by_service), 0.0);
     assert_eq!(
-        metric("courier_publish_latency_count", &publish_labels),
+        metric("courier_publish_attempts_total", &publish_labels),
         1.0
     );
-    assert_eq!(metric("courier_subscribe_attempts", &by_service), 1.0);
-    assert_eq!(metric("courier_subscribe_latency_count", &by_service), 1.0);
+    assert_eq!(metric("courier_publish_failures_total", &by_service), 0.0);
+    assert_eq!(
+        metric("courier_publish_latency_seconds_count", &publish_labels),
+        1.0
+    );
+    assert_eq!(metric("courier_subscribe_attempts_total", &by_service), 1.0);
+    assert_eq!(
+        metric("courier_subscribe_latency_seconds_count", &by_service),
+        1.0
+    );
     let callback_labels = [
         ("service_name", svc.as_str()),
         ("mqtt_clientid", sub_id.as_str()),
@@ -276,7 +293,7 @@ async fn a_trace_travels_from_publisher_to_handler_in_the_envelope() {
     ];
     assert_eq!(
         wait_metric(
-            "courier_subscribe_callback_latency_count",
+            "courier_subscribe_callback_latency_seconds_count",
             &callback_labels,
             |v| v >= 1.0
         )
@@ -284,11 +301,14 @@ async fn a_trace_travels_from_publisher_to_handler_in_the_envelope() {
         1.0
     );
     assert_eq!(
-        metric("courier_subscribe_callback_attempts", &callback_labels),
+        metric(
+            "courier_subscribe_callback_attempts_total",
+            &callback_labels
+        ),
         1.0
     );
     assert_eq!(
-        metric("courier_subscribe_callback_failures", &by_service),
+        metric("courier_subscribe_callback_failures_total", &by_service),
         0.0
     );
     assert_eq!(metric("courier_inflight", &by_service), 0.0);
@@ -326,33 +346,42 @@ async fn failures_are_counted_and_marked_on_spans() {
 
     let by_service = [("service_name", svc.as_str())];
     assert_eq!(
-        wait_metric("courier_subscribe_callback_failures", &by_service, |v| v
-            >= 1.0)
+        wait_metric(
+            "courier_subscribe_callback_failures_total",
+            &by_service,
+            |v| v >= 1.0
+        )
         .await,
         1.0
     );
     assert_eq!(
-        metric("courier_subscribe_callback_attempts", &by_service),
+        metric("courier_subscribe_callback_attempts_total", &by_service),
         1.0
     );
     let bad_topic = [
         ("service_name", svc.as_str()),
         ("mqtt_topic", "bad/+/topic"),
     ];
-    assert_eq!(metric("courier_publish_failures", &bad_topic), 1.0);
-    assert_eq!(metric("courier_publish_attempts", &by_service), 2.0);
-    assert_eq!(metric("courier_publish_failures", &by_service), 1.0);
-    assert_eq!(metric("courier_publish_latency_count", &by_service), 2.0);
+    assert_eq!(metric("courier_publish_failures_total", &bad_topic), 1.0);
+    assert_eq!(metric("courier_publish_attempts_total", &by_service), 2.0);
+    assert_eq!(metric("courier_publish_failures_total", &by_service), 1.0);
+    assert_eq!(
+        metric("courier_publish_latency_seconds_count", &by_service),
+        2.0
+    );
     let bad_filter = [
         ("service_name", svc.as_str()),
         ("mqtt_topic", "bad/#/filter"),
     ];
-    assert_eq!(metric("courier_subscribe_failures", &bad_filter), 1.0);
-    assert_eq!(metric("courier_subscribe_attempts", &by_service), 2.0);
-    assert_eq!(metric("courier_subscribe_failures", &by_service), 1.0);
-    assert_eq!(metric("courier_unsubscribe_failures", &by_service), 1.0);
+    assert_eq!(metric("courier_subscribe_failures_total", &bad_filter), 1.0);
+    assert_eq!(metric("courier_subscribe_attempts_total", &by_service), 2.0);
+    assert_eq!(metric("courier_subscribe_failures_total", &by_service), 1.0);
     assert_eq!(
-        metric("courier_unsubscribe_latency_count", &by_service),
+        metric("courier_unsubscribe_failures_total", &by_service),
+        1.0
+    );
+    assert_eq!(
+        metric("courier_unsubscribe_latency_seconds_count", &by_service),
         1.0
     );
 
@@ -403,12 +432,12 @@ async fn the_connected_gauge_follows_the_connection() {
         wait_metric("courier_connected", &labels, |v| v == 1.0).await,
         1.0
     );
-    assert_eq!(metric("courier_reconnects", &labels), 0.0);
+    assert_eq!(metric("courier_reconnects_total", &labels), 0.0);
     assert!(
         prometheus()
             .handle
             .render()
-            .contains(&format!("courier_reconnects{{service_name=\"{svc}\""))
+            .contains(&format!("courier_reconnects_total{{service_name=\"{svc}\""))
     );
 
     let publishes: Vec<_> = (0..5)
@@ -420,7 +449,7 @@ async fn the_connected_gauge_follows_the_connection() {
     for p in publishes {
         p.await.unwrap().unwrap();
     }
-    assert_eq!(metric("courier_publish_attempts", &labels), 5.0);
+    assert_eq!(metric("courier_publish_attempts_total", &labels), 5.0);
     assert_eq!(metric("courier_inflight", &labels), 0.0);
 
     c.stop().await;
@@ -480,13 +509,13 @@ async fn subscribe_multiple_and_unsubscribe_spans() {
         ("service_name", svc.as_str()),
         ("mqtt_topic", "otel/b/{id}"),
     ];
-    assert_eq!(metric("courier_subscribe_attempts", &a), 1.0);
-    assert_eq!(metric("courier_subscribe_attempts", &b), 1.0);
-    assert_eq!(metric("courier_unsubscribe_attempts", &a), 1.0);
-    assert_eq!(metric("courier_unsubscribe_attempts", &b), 1.0);
+    assert_eq!(metric("courier_subscribe_attempts_total", &a), 1.0);
+    assert_eq!(metric("courier_subscribe_attempts_total", &b), 1.0);
+    assert_eq!(metric("courier_unsubscribe_attempts_total", &a), 1.0);
+    assert_eq!(metric("courier_unsubscribe_attempts_total", &b), 1.0);
     assert_eq!(
         metric(
-            "courier_subscribe_attempts",
+            "courier_subscribe_attempts_total",
             &[("service_name", svc.as_str()), ("mqtt_topic", "otel/a/1")]
         ),
         0.0
@@ -530,7 +559,7 @@ async fn disabled_paths_and_no_envelope_leave_messages_alone() {
     assert_eq!(named(&spans, span_names::PUBLISH).len(), 1, "{spans:#?}");
     assert_eq!(
         metric(
-            "courier_publish_attempts",
+            "courier_publish_attempts_total",
             &[("service_name", svc.as_str())]
         ),
         1.0
@@ -554,7 +583,8 @@ async fn disabled_paths_and_no_envelope_leave_messages_alone() {
     }
 }
 
-/// The Prometheus page the exporter serves has the `courier_publish_attempts` series.
+/// The Prometheus page the exporter serves has the `courier_publish_attempts_total`
+/// series (Prometheus names: `with_recommended_naming`).
 #[tokio::test]
 async fn the_prometheus_page_serves_courier_publish_attempts() {
     let prom = prometheus();
@@ -570,11 +600,13 @@ async fn the_prometheus_page_serves_courier_publish_attempts() {
     let body = scrape(prom.addr).await;
     let series = body
         .lines()
-        .find(|l| l.starts_with("courier_publish_attempts{") && l.contains(&format!("\"{svc}\"")))
-        .unwrap_or_else(|| panic!("no courier_publish_attempts for {svc} in:\n{body}"));
+        .find(|l| {
+            l.starts_with("courier_publish_attempts_total{") && l.contains(&format!("\"{svc}\""))
+        })
+        .unwrap_or_else(|| panic!("no courier_publish_attempts_total for {svc} in:\n{body}"));
     assert!(series.ends_with(" 1"), "{series}");
-    assert!(body.contains("# TYPE courier_publish_latency histogram"));
-    assert!(body.contains("courier_publish_latency_bucket{"));
+    assert!(body.contains("# TYPE courier_publish_latency_seconds histogram"));
+    assert!(body.contains("courier_publish_latency_seconds_bucket{"));
     c.stop().await;
 }
 
@@ -590,4 +622,363 @@ fn metric_names_are_the_go_ones() {
         span_names::SUBSCRIBE_MULTIPLE,
         "otelcourier.SubscribeMultiple"
     );
+}
+
+/// How the application traces: the plain OpenTelemetry SDK (its spans made with the
+/// OpenTelemetry API, the context attached by hand), or `tracing` with
+/// `tracing-opentelemetry`, with or without the layer's context activation.
+#[derive(Debug, Clone, Copy)]
+enum App {
+    Sdk,
+    Tracing { context_activation: bool },
+}
+
+impl App {
+    /// Make the application's own span `name` in the current context and end it.
+    fn child_span(self, tracer: &SdkTracer, name: &'static str) {
+        match self {
+            App::Sdk => tracer.start(name).end(),
+            App::Tracing { .. } => drop(tracing::info_span!("app", otel.name = name).entered()),
+        }
+    }
+
+    /// Publish inside the application's span `app.request`.
+    async fn publish_in_span(self, tracer: &SdkTracer, client: &Client, topic: &str) {
+        match self {
+            App::Sdk => {
+                let cx = Context::current_with_span(tracer.start("app.request"));
+                async { client.publish(topic, "x").await }
+                    .with_context(cx.clone())
+                    .await
+                    .unwrap();
+                cx.span().end();
+            }
+            App::Tracing { .. } => async { client.publish(topic, "x").await }
+                .instrument(tracing::info_span!("app", otel.name = "app.request"))
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// The application's span around a publish is the parent of `otelcourier.Publish`,
+/// the subscriber's `otelcourier.Callback` is the child of that, and the span the
+/// application makes in its handler is the child of the callback: one trace across
+/// the broker, in each setup, with no wiring but `CourierOtel` itself.
+async fn app_spans_and_courier_spans_form_one_trace(app: App) {
+    let broker = broker().await;
+    let (provider, exporter) = tracing();
+    let tracer = provider.tracer("app");
+    let _subscriber = match app {
+        App::Sdk => None,
+        App::Tracing { context_activation } => Some(tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer.clone())
+                    .with_context_activation(context_activation),
+            ),
+        )),
+    };
+    let otel = CourierOtel::new(service("app"))
+        .tracer_provider(&provider)
+        .envelope(true);
+    let sub = otel
+        .install(client(&broker, "otel-app-sub"))
+        .connect()
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let handler_tracer = tracer.clone();
+    let _handle = sub
+        .subscribe("otel/app")
+        .handler(move |_client: Client, _message: Message| {
+            app.child_span(&handler_tracer, "app.handle");
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(()).await;
+            }
+        })
+        .await
+        .unwrap();
+    let publisher = otel
+        .install(client(&broker, "otel-app-pub"))
+        .connect()
+        .await
+        .unwrap();
+    app.publish_in_span(&tracer, &publisher, "otel/app").await;
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+
+    let spans = spans_until(&exporter, |s| {
+        named(s, "app.handle").len() == 1 && named(s, span_names::CALLBACK).len() == 1
+    })
+    .await;
+    let request = the(&spans, "app.request");
+    let publish = the(&spans, span_names::PUBLISH);
+    let callback = the(&spans, span_names::CALLBACK);
+    let handle = the(&spans, "app.handle");
+    let trace = request.span_context.trace_id();
+    for span in [publish, callback, handle] {
+        assert_eq!(span.span_context.trace_id(), trace, "{app:?}: {spans:#?}");
+    }
+    assert_eq!(
+        publish.parent_span_id,
+        request.span_context.span_id(),
+        "{app:?}"
+    );
+    assert_eq!(publish.span_kind, SpanKind::Producer);
+    assert_eq!(
+        callback.parent_span_id,
+        publish.span_context.span_id(),
+        "{app:?}"
+    );
+    assert!(callback.parent_span_is_remote);
+    assert_eq!(callback.span_kind, SpanKind::Consumer);
+    assert_eq!(
+        handle.parent_span_id,
+        callback.span_context.span_id(),
+        "{app:?}"
+    );
+    publisher.stop().await;
+    sub.stop().await;
+}
+
+#[tokio::test]
+async fn plain_sdk_app_spans_and_courier_spans_form_one_trace() {
+    app_spans_and_courier_spans_form_one_trace(App::Sdk).await;
+}
+
+/// `tracing-opentelemetry` as configured by default: entering a `tracing` span makes
+/// its context the current OpenTelemetry context.
+#[tokio::test]
+async fn tracing_app_spans_and_courier_spans_form_one_trace() {
+    app_spans_and_courier_spans_form_one_trace(App::Tracing {
+        context_activation: true,
+    })
+    .await;
+}
+
+/// Without context activation only the `tracing-bridge` feature (the facade's
+/// `otel-tracing`) finds the parent: the current `tracing` span's context.
+#[tokio::test]
+async fn tracing_app_without_context_activation_still_forms_one_trace() {
+    app_spans_and_courier_spans_form_one_trace(App::Tracing {
+        context_activation: false,
+    })
+    .await;
+}
+
+/// A message read from a `Subscription` stream gets its consumer span from
+/// `OtelLayer::receive`: the child of the publisher's span, and the parent of what
+/// the application does in its context.
+#[tokio::test]
+async fn stream_messages_join_the_trace_through_receive() {
+    let broker = broker().await;
+    let (provider, exporter) = tracing();
+    let otel = CourierOtel::new(service("stream"))
+        .tracer_provider(&provider)
+        .envelope(true);
+    let reader = client(&broker, "otel-stream-sub").connect().await.unwrap();
+    let mut sub = reader.subscribe("otel/stream").await.unwrap();
+    let publisher = otel
+        .install(client(&broker, "otel-stream-pub"))
+        .connect()
+        .await
+        .unwrap();
+    publisher.publish("otel/stream", "x").await.unwrap();
+    let got = courier_integration_tests::recv_n(&mut sub, 1, Duration::from_secs(5)).await;
+    let message = courier::otel::envelope::open_message(&got[0]).unwrap();
+    assert_eq!(message.payload_str().unwrap(), "x");
+
+    let layer = otel.client_id(reader.client_id()).layer();
+    let cx = layer.receive(&message).unwrap();
+    {
+        let _attached = cx.clone().attach();
+        provider.tracer("app").start("app.process").end();
+    }
+    drop(cx);
+
+    let spans = spans_until(&exporter, |s| named(s, span_names::RECEIVE).len() == 1).await;
+    let publish = the(&spans, span_names::PUBLISH);
+    let receive = the(&spans, span_names::RECEIVE);
+    let process = the(&spans, "app.process");
+    assert_eq!(receive.span_kind, SpanKind::Consumer);
+    assert_eq!(receive.parent_span_id, publish.span_context.span_id());
+    assert_eq!(
+        receive.span_context.trace_id(),
+        publish.span_context.trace_id()
+    );
+    assert_eq!(
+        attr(receive, semconv::MESSAGING_OPERATION_TYPE).as_deref(),
+        Some("receive")
+    );
+    assert_eq!(
+        attr(receive, semconv::MQTT_CLIENT_ID).as_deref(),
+        Some(reader.client_id())
+    );
+    assert_eq!(process.parent_span_id, receive.span_context.span_id());
+    publisher.stop().await;
+    reader.stop().await;
+}
+
+/// A `Vec<u8>` behind a mutex, as a `tracing-subscriber` writer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// courier's log events from a connection's background work carry the client id and
+/// the broker, from the connection's span, even under a filter that shows warnings
+/// only. The over-size warning names neither itself.
+#[tokio::test]
+async fn background_log_events_name_the_client_and_the_broker() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let broker = broker().await;
+    let small = client(&broker, "otel-log")
+        .max_packet_size(256)
+        .connect()
+        .await
+        .unwrap();
+    let mut events = small.events();
+    let _sub = small.subscribe("otel/log").await.unwrap();
+    let publisher = client(&broker, "otel-log-pub").connect().await.unwrap();
+    publisher
+        .publish("otel/log", vec![b'x'; 1024])
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !matches!(
+            events.next().await,
+            Some(courier::Event::MessageTooLarge { .. }) | None
+        ) {}
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("over max_packet_size"))
+        .unwrap_or_else(|| panic!("no over-size warning in:\n{text}"));
+    let span = format!(
+        "courier{{client_id={} broker={}:{}}}",
+        small.client_id(),
+        broker.host(),
+        broker.port()
+    );
+    assert!(line.contains(&span), "{span} not in {line}");
+    publisher.stop().await;
+    small.stop().await;
+}
+
+/// Through the OpenTelemetry metric API (an SDK meter provider, in memory): the Go
+/// names, latency in seconds with the Go buckets, and the values of a known workload.
+#[tokio::test]
+async fn opentelemetry_metrics_have_the_go_names_units_and_values() {
+    let broker = broker().await;
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let otel = CourierOtel::new(service("otel-metrics"))
+        .traces(false)
+        .facade_metrics(false)
+        .meter_provider(&provider);
+    let c = otel
+        .install(client(&broker, "otel-metrics"))
+        .connect()
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(3);
+    let _handle = c
+        .subscribe("otel/metrics/+")
+        .handler(move |_client: Client, _message: Message| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(()).await;
+            }
+        })
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        c.publish(format!("otel/metrics/{n}"), "x")
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    assert!(c.publish("otel/metrics/+", "x").await.is_err());
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+    }
+    provider.force_flush().unwrap();
+    let exported = exporter.get_finished_metrics().unwrap();
+    let latest = exported.last().unwrap();
+    let scope = latest
+        .scope_metrics()
+        .find(|s| s.scope().name() == "courier-otel")
+        .unwrap();
+    let find = |name: &str| {
+        scope
+            .metrics()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let sum = |name: &str| match find(name).data() {
+        AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+            sum.data_points().map(|p| p.value()).sum::<u64>()
+        }
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(sum(metric_names::PUBLISH_ATTEMPTS), 4);
+    assert_eq!(sum(metric_names::PUBLISH_FAILURES), 1);
+    assert_eq!(sum(metric_names::SUBSCRIBE_ATTEMPTS), 1);
+    assert_eq!(sum(metric_names::CALLBACK_ATTEMPTS), 3);
+    assert_eq!(sum(metric_names::CALLBACK_FAILURES), 0);
+    assert_eq!(sum(metric_names::RECONNECTS), 0);
+    assert_eq!(find(metric_names::PUBLISH_ATTEMPTS).unit(), "");
+    let latency = find(metric_names::PUBLISH_LATENCY);
+    assert_eq!(latency.unit(), "s");
+    let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = latency.data() else {
+        panic!("{latency:?}");
+    };
+    let points: Vec<_> = histogram.data_points().collect();
+    assert_eq!(points.iter().map(|p| p.count()).sum::<u64>(), 4);
+    assert!(points.iter().all(|p| {
+        p.bounds()
+            .eq(otel_metrics::PUBLISH_LATENCY_BUCKETS.iter().copied())
+    }));
+    assert_eq!(find(metric_names::CALLBACK_LATENCY).unit(), "s");
+    match find(metric_names::CONNECTED).data() {
+        AggregatedMetrics::U64(MetricData::Gauge(g)) => {
+            assert_eq!(g.data_points().map(|p| p.value()).collect::<Vec<_>>(), [1]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match find(metric_names::INFLIGHT).data() {
+        AggregatedMetrics::I64(MetricData::Sum(s)) => {
+            assert_eq!(s.data_points().map(|p| p.value()).sum::<i64>(), 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.stop().await;
 }
