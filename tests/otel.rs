@@ -81,7 +81,12 @@ fn service(name: &str) -> String {
 /// The sum of the series `name` (Prometheus form) whose labels include all `labels`
 /// (Prometheus form: `service_name`, `mqtt_topic`, ...).
 fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = prometheus().handle.render();
+    metric_in(&prometheus().handle.render(), name, labels)
+}
+
+/// The sum of the series `name` in the Prometheus page `text` whose labels include
+/// all `labels`.
+fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
@@ -981,4 +986,130 @@ async fn opentelemetry_metrics_have_the_go_names_units_and_values() {
         other => panic!("{other:?}"),
     }
     c.stop().await;
+}
+
+/// Build the `otel` example (a no-op when `cargo test --workspace` built it); the
+/// path of its executable.
+fn example_executable() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let output = std::process::Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "courier-examples",
+            "--example",
+            "otel",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "building the example failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "otel")
+        .find_map(|m| m["executable"].as_str().map(Into::into))
+        .expect("no executable for the otel example")
+}
+
+/// The example's own Prometheus page, scraped after its known workload (3 orders
+/// published and handled, 1 publish to a wildcard that fails): Prometheus' names
+/// (`_total` on counters, `_seconds` on the latency histograms), their HELP and TYPE
+/// lines, and the values.
+#[tokio::test]
+async fn the_example_serves_prometheus_names_units_and_values() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let executable = tokio::task::spawn_blocking(example_executable)
+        .await
+        .unwrap();
+    let broker = broker().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut example = tokio::process::Command::new(executable)
+        .env("MQTT_URL", broker.url())
+        .env("OTEL_EXAMPLE_PORT", port.to_string())
+        .env("OTEL_EXAMPLE_SERVE_SECS", "60")
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(example.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Serving the metrics page") {
+                return;
+            }
+        }
+        panic!("the example ended before serving its metrics page");
+    })
+    .await
+    .unwrap();
+    let body = scrape(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    example.kill().await.unwrap();
+
+    let orders = [("mqtt_topic", "orders/{id}/created")];
+    let wildcard = [("mqtt_topic", "orders/+/created")];
+    let value = |name: &str, labels: &[(&str, &str)]| metric_in(&body, name, labels);
+    for (name, kind) in [
+        ("courier_publish_attempts_total", "counter"),
+        ("courier_publish_failures_total", "counter"),
+        ("courier_subscribe_callback_attempts_total", "counter"),
+        ("courier_reconnects_total", "counter"),
+        ("courier_publish_latency_seconds", "histogram"),
+        ("courier_subscribe_callback_latency_seconds", "histogram"),
+        ("courier_connected", "gauge"),
+        ("courier_inflight", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} {kind}\n")),
+            "no {kind} {name} in:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("# HELP courier_publish_latency_seconds Latency of MQTT publish calls\n")
+    );
+    assert!(
+        !body.contains("\ncourier_publish_attempts{")
+            && !body.contains("\ncourier_publish_latency_bucket{"),
+        "names without Prometheus' suffixes in:\n{body}"
+    );
+    assert_eq!(value("courier_publish_attempts_total", &orders), 3.0);
+    assert_eq!(value("courier_publish_failures_total", &orders), 0.0);
+    assert_eq!(value("courier_publish_attempts_total", &wildcard), 1.0);
+    assert_eq!(value("courier_publish_failures_total", &wildcard), 1.0);
+    assert_eq!(value("courier_publish_latency_seconds_count", &orders), 3.0);
+    assert_eq!(
+        value(
+            "courier_publish_latency_seconds_bucket",
+            &[orders[0], ("le", "+Inf")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value("courier_subscribe_callback_attempts_total", &orders),
+        3.0
+    );
+    assert_eq!(
+        value("courier_subscribe_callback_failures_total", &orders),
+        0.0
+    );
+    assert_eq!(
+        value("courier_subscribe_callback_latency_seconds_count", &orders),
+        3.0
+    );
+    assert_eq!(value("courier_subscribe_attempts_total", &wildcard), 1.0);
+    // Two clients, both connected, nothing in flight, no reconnect.
+    assert_eq!(value("courier_connected", &[]), 2.0);
+    assert_eq!(value("courier_inflight", &[]), 0.0);
+    assert_eq!(value("courier_reconnects_total", &[]), 0.0);
 }
