@@ -617,3 +617,54 @@ fn string_array(values: Vec<String>) -> Value {
         values.into_iter().map(StringValue::from).collect(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::text_map_propagator::FieldIter;
+    use opentelemetry::propagation::{Extractor, Injector};
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    /// An application's propagator: writes one field of its own.
+    #[derive(Debug)]
+    struct Marker(Vec<String>);
+
+    impl TextMapPropagator for Marker {
+        fn inject_context(&self, _cx: &Context, injector: &mut dyn Injector) {
+            injector.set("x-marker", "1".to_owned());
+        }
+
+        fn extract_with_context(&self, cx: &Context, _extractor: &dyn Extractor) -> Context {
+            cx.clone()
+        }
+
+        fn fields(&self) -> FieldIter<'_> {
+            FieldIter::new(&self.0)
+        }
+    }
+
+    fn injected(propagation: &Propagation) -> Vec<String> {
+        let cx = Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(1),
+            SpanId::from(2),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let mut properties = Vec::new();
+        propagation.inject(&cx, &mut properties);
+        properties.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// The default is the global propagator; W3C stands in for OpenTelemetry's
+    /// no-op default. (The only test here that sets the global propagator.)
+    #[test]
+    fn the_global_propagator_with_w3c_standing_in_for_the_noop() {
+        assert_eq!(injected(&Propagation::Global), ["traceparent"]);
+        opentelemetry::global::set_text_map_propagator(Marker(vec!["x-marker".to_owned()]));
+        assert_eq!(injected(&Propagation::Global), ["x-marker"]);
+        let custom = Propagation::Custom(Arc::new(W3cTraceContextPropagator::new()));
+        assert_eq!(injected(&custom), ["traceparent"]);
+    }
+}
