@@ -1083,33 +1083,31 @@ async fn the_example_serves_prometheus_names_units_and_values() {
             && !body.contains("\ncourier_publish_latency_bucket{"),
         "names without Prometheus' suffixes in:\n{body}"
     );
-    assert_eq!(value("courier_publish_attempts_total", &orders), 3.0);
-    assert_eq!(value("courier_publish_failures_total", &orders), 0.0);
-    assert_eq!(value("courier_publish_attempts_total", &wildcard), 1.0);
-    assert_eq!(value("courier_publish_failures_total", &wildcard), 1.0);
-    assert_eq!(value("courier_publish_latency_seconds_count", &orders), 3.0);
-    assert_eq!(
-        value(
-            "courier_publish_latency_seconds_bucket",
-            &[orders[0], ("le", "+Inf")]
+    let inf = [orders[0], ("le", "+Inf")];
+    for (name, labels, expected) in [
+        ("courier_publish_attempts_total", &orders[..], 3.0),
+        ("courier_publish_failures_total", &orders, 0.0),
+        ("courier_publish_attempts_total", &wildcard, 1.0),
+        ("courier_publish_failures_total", &wildcard, 1.0),
+        ("courier_publish_latency_seconds_count", &orders, 3.0),
+        ("courier_publish_latency_seconds_bucket", &inf, 3.0),
+        ("courier_subscribe_callback_attempts_total", &orders, 3.0),
+        ("courier_subscribe_callback_failures_total", &orders, 0.0),
+        (
+            "courier_subscribe_callback_latency_seconds_count",
+            &orders,
+            3.0,
         ),
-        3.0
-    );
-    assert_eq!(
-        value("courier_subscribe_callback_attempts_total", &orders),
-        3.0
-    );
-    assert_eq!(
-        value("courier_subscribe_callback_failures_total", &orders),
-        0.0
-    );
-    assert_eq!(
-        value("courier_subscribe_callback_latency_seconds_count", &orders),
-        3.0
-    );
-    assert_eq!(value("courier_subscribe_attempts_total", &wildcard), 1.0);
-    // Two clients, both connected, nothing in flight, no reconnect.
-    assert_eq!(value("courier_connected", &[]), 2.0);
-    assert_eq!(value("courier_inflight", &[]), 0.0);
-    assert_eq!(value("courier_reconnects_total", &[]), 0.0);
+        ("courier_subscribe_attempts_total", &wildcard, 1.0),
+        // Two clients, both connected, nothing in flight, no reconnect.
+        ("courier_connected", &[], 2.0),
+        ("courier_inflight", &[], 0.0),
+        ("courier_reconnects_total", &[], 0.0),
+    ] {
+        assert_eq!(
+            value(name, labels),
+            expected,
+            "{name} {labels:?} in:\n{body}"
+        );
+    }
 }
