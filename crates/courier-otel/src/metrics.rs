@@ -309,8 +309,9 @@ impl Recorder {
         }
         if self.facade {
             let (attempts, failures, _) = flow.names();
-            ::metrics::counter!(attempts, labels(attributes)).increment(1);
-            ::metrics::counter!(failures, labels(attributes)).increment(0);
+            let labels = labels(attributes);
+            ::metrics::counter!(attempts, labels.clone()).increment(1);
+            ::metrics::counter!(failures, labels).increment(0);
         }
     }
 
