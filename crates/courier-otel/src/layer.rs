@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,8 +16,6 @@ use courier_core::client::middleware::{
 use courier_core::{
     BoxError, Client, Event, Message, PublishError, QoS, SubscribeError, UnsubscribeError,
 };
-use std::future::Future;
-
 use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
@@ -84,7 +83,7 @@ impl Propagation {
 /// OpenTelemetry context of the current `tracing` span (`tracing-opentelemetry`
 /// without context activation). The span itself is always made with the
 /// OpenTelemetry API: the `tracing` span only lends its context.
-pub(crate) fn parent_context() -> Context {
+fn parent_context() -> Context {
     let current = Context::current();
     #[cfg(feature = "tracing-bridge")]
     if !current.span().span_context().is_valid() {

@@ -254,8 +254,9 @@ impl CourierOtel {
         self
     }
 
-    /// Record metrics (default true): with neither of the two places below, nor the
-    /// connection gauges.
+    /// Record metrics at all (default true): `false` turns off both places below
+    /// ([`otel_metrics`](Self::otel_metrics), [`facade_metrics`](Self::facade_metrics))
+    /// and the connection gauges.
     pub fn metrics(mut self, on: bool) -> Self {
         self.metrics = on;
         self
