@@ -79,6 +79,7 @@ async fn handle<H: Handler>(
         outcome = handled => outcome,
         () = consumers.cancelled() => {
             tracing::warn!(
+                client_id = %client.client_id(),
                 topic = %message.topic(),
                 "courier: handler cancelled at the end of the graceful shutdown period; \
                  its message is not acknowledged"
@@ -94,7 +95,7 @@ async fn handle<H: Handler>(
     };
     if let Some(error) = error {
         let topic = message.topic().to_owned();
-        tracing::warn!(%topic, %error, "courier: message handler failed");
+        tracing::warn!(client_id = %client.client_id(), %topic, %error, "courier: message handler failed");
         client.emit(Event::HandlerFailed { topic, error });
     }
     if let Some(ack) = delivery.ack {

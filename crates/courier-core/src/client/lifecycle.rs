@@ -217,7 +217,11 @@ pub(crate) async fn stop(shared: &Arc<Shared>) {
                 .write_timeout
                 .saturating_add(Duration::from_secs(1));
             if timeout(grace, &mut handle).await.is_err() {
-                tracing::warn!("courier: driver did not stop in time; aborting it");
+                tracing::warn!(
+                    client_id = %shared.opts.builder.client_id,
+                    broker = %shared.opts.broker(),
+                    "courier: driver did not stop in time; aborting it"
+                );
                 handle.abort();
                 let _ = handle.await;
             }
@@ -245,6 +249,8 @@ async fn drain(shared: &Shared) {
         wait_while_connected(shared, deadline, &idle, || shared.outbound().is_idle()).await;
     if !(handled && acknowledged) {
         tracing::warn!(
+            client_id = %shared.opts.builder.client_id,
+            broker = %shared.opts.broker(),
             handled,
             acknowledged,
             "courier: stopping with handlers running or messages in flight \

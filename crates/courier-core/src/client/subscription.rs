@@ -392,9 +392,16 @@ async fn subscribe(
     for grant in &grants {
         match grant.granted {
             None => {
-                tracing::warn!(filter = %grant.filter, "courier: the broker refused this filter")
+                tracing::warn!(
+                    client_id = %shared.opts.builder.client_id,
+                    broker = %shared.opts.broker(),
+                    filter = %grant.filter,
+                    "courier: the broker refused this filter"
+                )
             }
             Some(qos) if qos < grant.requested => tracing::warn!(
+                client_id = %shared.opts.builder.client_id,
+                broker = %shared.opts.broker(),
                 filter = %grant.filter,
                 requested = %grant.requested,
                 granted = %qos,
