@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{Notify, Semaphore, broadcast, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -18,7 +18,7 @@ use super::consumers::Consumers;
 use super::dispatch::run_handler;
 use super::driver::{Driver, Ending, finish};
 use super::engine::Engine;
-use super::events::{ConnectionState, EVENT_BUFFER, Event};
+use super::events::{ConnectionState, Event};
 use super::inbound::Inbound;
 use super::middleware::{
     BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Stopper, apply,
@@ -62,7 +62,6 @@ fn spawn(
     let window = Arc::new(Semaphore::new(usize::from(b.max_inflight)));
     let qos0_window = Arc::new(Semaphore::new(b.max_queued_qos0));
     let (state, _) = watch::channel(ConnectionState::Connecting);
-    let (events, _) = broadcast::channel(EVENT_BUFFER);
     let consumers = Arc::new(Consumers::default());
     let shared = Arc::new(Shared {
         outbound: Mutex::new(Outbound::new(
@@ -78,7 +77,7 @@ fn spawn(
         requests,
         router: RwLock::new(Router::default()),
         state,
-        events,
+        events: std::sync::OnceLock::new(),
         closing: AtomicBool::new(false),
         aborted: AtomicBool::new(false),
         session_present: AtomicU8::new(0),

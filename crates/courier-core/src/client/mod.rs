@@ -129,7 +129,9 @@ pub(crate) struct Shared {
     pub(crate) budget: Arc<budget::InboundBudget>,
     pub(crate) router: RwLock<Router>,
     pub(crate) state: watch::Sender<ConnectionState>,
-    pub(crate) events: broadcast::Sender<Event>,
+    /// Made by the first [`Client::events`]: its buffer (1,024 events) is the
+    /// largest allocation of an idle client, and without a reader nothing is kept.
+    pub(crate) events: std::sync::OnceLock<broadcast::Sender<Event>>,
     pub(crate) closing: AtomicBool,
     /// [`Client::abort`] was called: the connection is cut, not closed.
     pub(crate) aborted: AtomicBool,
@@ -216,7 +218,9 @@ impl Shared {
         for callback in &self.opts.builder.event_callbacks {
             callback(&event);
         }
-        let _ = self.events.send(event);
+        if let Some(events) = self.events.get() {
+            let _ = events.send(event);
+        }
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -384,7 +388,12 @@ impl Client {
     /// consumers, handler failures, stopped).
     pub fn events(&self) -> EventStream {
         match &self.link {
-            Link::Connection(shared) => EventStream::new(shared.events.subscribe()),
+            Link::Connection(shared) => EventStream::new(
+                shared
+                    .events
+                    .get_or_init(|| broadcast::channel(events::EVENT_BUFFER).0)
+                    .subscribe(),
+            ),
             Link::Backend(remote) => EventStream::new(remote.backend.events().subscribe()),
         }
     }
