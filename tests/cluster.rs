@@ -692,6 +692,23 @@ async fn pool_of_four_spreads_10k_publishes() {
     cluster.stop().await;
 }
 
+/// A client on a pool of `size` connections to `broker` built from `template`,
+/// once they are all up.
+async fn pool_of(template: ClientBuilder, broker: &TestBroker, name: &str, size: usize) -> Client {
+    let pool = ClusterBuilder::new(template.address(broker.host(), broker.port()))
+        .client_id(client_id(name))
+        .pool_size(size)
+        .connect()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || pool.info().connected_count()
+            == size)
+        .await
+    );
+    pool
+}
+
 /// A service written once against `Client`: answers each `<prefix>/in/<x>` with
 /// `<prefix>/out/<x>`, publishing through the client its handler is given.
 async fn run_echo_service(client: &Client, prefix: &str, modes: Arc<Mutex<Vec<String>>>) {
@@ -740,17 +757,7 @@ async fn one_service_runs_on_a_connection_and_on_a_pool() {
         ))
     };
     let single = counted(client(&broker, "svc-one")).connect().await.unwrap();
-    let pool = ClusterBuilder::new(counted(template().address(broker.host(), broker.port())))
-        .client_id(client_id("svc-pool"))
-        .pool_size(2)
-        .connect()
-        .await
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || pool.info().connected_count()
-            == 2)
-        .await
-    );
+    let pool = pool_of(counted(template()), &broker, "svc-pool", 2).await;
     let watcher = client(&broker, "svc-watch").connect().await.unwrap();
     let mut answers = watcher.subscribe("svc/+/out/+").await.unwrap();
     let modes = Arc::new(Mutex::new(Vec::new()));
@@ -805,17 +812,7 @@ async fn one_service_runs_on_a_connection_and_on_a_pool() {
 #[tokio::test]
 async fn a_new_subscription_survives_the_dropped_one_on_the_same_filter() {
     let broker = broker().await;
-    let pool = ClusterBuilder::new(template().address(broker.host(), broker.port()))
-        .client_id(client_id("resub"))
-        .pool_size(2)
-        .connect()
-        .await
-        .unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || pool.info().connected_count()
-            == 2)
-        .await
-    );
+    let pool = pool_of(template(), &broker, "resub", 2).await;
     let publisher = client(&broker, "resub-pub").connect().await.unwrap();
     for filter in ["resub/plain", "$share/g/resub/shared"] {
         let first = pool.subscribe(filter).qos(QoS::AtLeastOnce).await.unwrap();
@@ -846,6 +843,17 @@ fn persistent(broker: &TestBroker) -> ClientBuilder {
     template()
         .clean_session(false)
         .address(broker.host(), broker.port())
+}
+
+/// A client on a cluster (single mode) with a persistent session, and its id.
+async fn persistent_cluster(broker: &TestBroker, name: &str) -> (Client, String) {
+    let id = client_id(name);
+    let cluster = ClusterBuilder::new(persistent(broker))
+        .client_id(id.clone())
+        .connect()
+        .await
+        .unwrap();
+    (cluster, id)
 }
 
 /// Publish `keep/0` .. `keep/4` (payloads `0` .. `4`) at QoS 1 from a client of
@@ -889,12 +897,7 @@ async fn stopping_a_cluster_client_loses_no_unconsumed_message() {
         return;
     }
     let broker = broker().await;
-    let id = client_id("keep");
-    let cluster = ClusterBuilder::new(persistent(&broker))
-        .client_id(id.clone())
-        .connect()
-        .await
-        .unwrap();
+    let (cluster, id) = persistent_cluster(&broker, "keep").await;
     let mut sub = cluster
         .subscribe("keep/+")
         .qos(QoS::AtLeastOnce)
@@ -928,12 +931,7 @@ async fn stopping_a_cluster_client_mid_handler_loses_no_message() {
         return;
     }
     let broker = broker().await;
-    let id = client_id("keep-handler");
-    let cluster = ClusterBuilder::new(persistent(&broker))
-        .client_id(id.clone())
-        .connect()
-        .await
-        .unwrap();
+    let (cluster, id) = persistent_cluster(&broker, "keep-handler").await;
     let handled = Arc::new(Mutex::new(Vec::new()));
     let record = handled.clone();
     cluster

@@ -6,7 +6,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use courier_core::client::middleware::{SubscribeRequest, Subscribed, UnsubscribeRequest};
-use courier_core::topic::validate_topic_filter;
 use courier_core::{
     ConnectionState, FilterGrant, QoS, SubscribeError, SubscriptionHandle, UnsubscribeError,
 };
@@ -85,24 +84,6 @@ impl SubEntry {
     }
 }
 
-fn quote(input: &str) -> String {
-    input.chars().take(200).collect()
-}
-
-/// Check filters for an unsubscribe.
-pub(crate) fn validate_filters(filters: &[String]) -> Result<(), UnsubscribeError> {
-    if filters.is_empty() {
-        return Err(UnsubscribeError::NoFilters);
-    }
-    for filter in filters {
-        validate_topic_filter(filter).map_err(|source| UnsubscribeError::InvalidFilter {
-            filter: quote(filter),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
 /// Errors that another attempt would not fix.
 fn is_final(error: &SubscribeError) -> bool {
     matches!(
@@ -146,16 +127,8 @@ impl Inner {
         self: &Arc<Self>,
         request: SubscribeRequest,
     ) -> Result<Subscribed, SubscribeError> {
+        request.parse_filters()?;
         let requested = request.filters.clone();
-        if requested.is_empty() {
-            return Err(SubscribeError::NoFilters);
-        }
-        for (filter, _) in &requested {
-            validate_topic_filter(filter).map_err(|source| SubscribeError::InvalidFilter {
-                filter: quote(filter),
-                source,
-            })?;
-        }
         let filters: Vec<SubFilter> = requested
             .iter()
             .map(|(filter, qos)| SubFilter {
@@ -347,8 +320,8 @@ impl Inner {
         &self,
         request: UnsubscribeRequest,
     ) -> Result<(), UnsubscribeError> {
+        request.validate()?;
         let filters = request.filters;
-        validate_filters(&filters)?;
         let (conns, mut removed) = {
             let mut st = self.lock();
             if st.stopped {

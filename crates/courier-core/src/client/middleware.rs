@@ -54,9 +54,10 @@ use super::credentials::BoxFuture;
 pub use super::handler::Handler;
 use super::router::{Ack, Delivery, Offer, Sink};
 use super::subscription::FilterGrant;
-use crate::error::{BoxError, PublishError, SubscribeError, UnsubscribeError};
+use crate::error::{BoxError, PublishError, SubscribeError, UnsubscribeError, quote_input};
 use crate::message::Message;
 use crate::qos::QoS;
+use crate::topic::{TopicFilter, validate_topic_filter};
 
 /// A publish on its way through the chain. Middleware may read and change it.
 #[derive(Debug, Clone)]
@@ -105,6 +106,29 @@ pub struct SubscribeRequest {
 }
 
 impl SubscribeRequest {
+    /// The filters, checked and parsed, with their QoS.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::NoFilters`], or [`SubscribeError::InvalidFilter`] for the
+    /// first invalid one.
+    pub fn parse_filters(&self) -> Result<Vec<(TopicFilter, QoS)>, SubscribeError> {
+        if self.filters.is_empty() {
+            return Err(SubscribeError::NoFilters);
+        }
+        self.filters
+            .iter()
+            .map(|(filter, qos)| {
+                TopicFilter::new(filter.as_str())
+                    .map(|parsed| (parsed, *qos))
+                    .map_err(|source| SubscribeError::InvalidFilter {
+                        filter: quote_input(filter),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
     /// For a [`Backend`](super::Backend) that is not a connection (a test double):
     /// hand `message` to this subscription's stream or handler, as a connection does
     /// with what its broker sends. A QoS 0 message is dropped when the subscription's
@@ -201,6 +225,27 @@ impl Subscribed {
 pub struct UnsubscribeRequest {
     /// The topic filters to drop.
     pub filters: Vec<String>,
+}
+
+impl UnsubscribeRequest {
+    /// Check the filters.
+    ///
+    /// # Errors
+    ///
+    /// [`UnsubscribeError::NoFilters`], or [`UnsubscribeError::InvalidFilter`] for
+    /// the first invalid one.
+    pub fn validate(&self) -> Result<(), UnsubscribeError> {
+        if self.filters.is_empty() {
+            return Err(UnsubscribeError::NoFilters);
+        }
+        for filter in &self.filters {
+            validate_topic_filter(filter).map_err(|source| UnsubscribeError::InvalidFilter {
+                filter: quote_input(filter),
+                source,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Declares a middleware trait's type erasure: a private `Dyn*` trait with a blanket

@@ -22,10 +22,9 @@ use super::outbound::PendingRequest;
 use super::publish::wire_qos;
 use super::router::{Source, queue};
 use super::{Client, Link, Shared};
-use crate::error::{SubscribeError, UnsubscribeError, quote_input};
+use crate::error::{SubscribeError, UnsubscribeError};
 use crate::message::Message;
 use crate::qos::QoS;
-use crate::topic::{TopicFilter, validate_topic_filter};
 
 /// The broker's answer (SUBACK return code) for one filter of a SUBSCRIBE.
 ///
@@ -311,22 +310,8 @@ async fn subscribe(
     shared: &Arc<Shared>,
     request: SubscribeRequest,
 ) -> Result<Subscribed, SubscribeError> {
-    let SubscribeRequest {
-        filters: requested,
-        sink,
-    } = request;
-    if requested.is_empty() {
-        return Err(SubscribeError::NoFilters);
-    }
-    let mut parsed = Vec::with_capacity(requested.len());
-    for (filter, qos) in requested {
-        let topic_filter =
-            TopicFilter::new(filter.as_str()).map_err(|source| SubscribeError::InvalidFilter {
-                filter: quote_input(&filter),
-                source,
-            })?;
-        parsed.push((topic_filter, qos));
-    }
+    let parsed = request.parse_filters()?;
+    let sink = request.sink;
     if shared.is_closing() {
         return Err(SubscribeError::Closed);
     }
@@ -538,15 +523,9 @@ async fn end(link: &Link, routes: &[u64]) -> Result<(), UnsubscribeError> {
 }
 
 async fn unsubscribe(shared: &Arc<Shared>, filters: Vec<String>) -> Result<(), UnsubscribeError> {
-    if filters.is_empty() {
-        return Err(UnsubscribeError::NoFilters);
-    }
-    for filter in &filters {
-        validate_topic_filter(filter).map_err(|source| UnsubscribeError::InvalidFilter {
-            filter: quote_input(filter),
-            source,
-        })?;
-    }
+    let request = UnsubscribeRequest { filters };
+    request.validate()?;
+    let filters = request.filters;
     if shared.is_closing() {
         return Err(UnsubscribeError::Closed);
     }

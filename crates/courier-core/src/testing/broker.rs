@@ -23,7 +23,7 @@ use crate::client::{
 use crate::error::{PublishError, SubscribeError, UnsubscribeError, quote_input};
 use crate::message::{Message, MessageParts};
 use crate::qos::QoS;
-use crate::topic::{TopicFilter, validate_topic_filter, validate_topic_name};
+use crate::topic::{TopicFilter, validate_topic_name};
 
 /// [`ClientInfo::mode`] of a client on the fake.
 pub(super) const MODE: &str = "fake";
@@ -826,19 +826,7 @@ impl FakeBackend {
     }
 
     async fn run_subscribe(&self, request: SubscribeRequest) -> Result<Subscribed, SubscribeError> {
-        if request.filters.is_empty() {
-            return Err(SubscribeError::NoFilters);
-        }
-        let mut filters = Vec::with_capacity(request.filters.len());
-        for (filter, qos) in &request.filters {
-            let parsed = TopicFilter::new(filter.as_str()).map_err(|source| {
-                SubscribeError::InvalidFilter {
-                    filter: quote_input(filter),
-                    source,
-                }
-            })?;
-            filters.push((parsed, *qos));
-        }
+        let filters = request.parse_filters()?;
         {
             let mut state = self.broker.lock();
             if !self.alive(&state) {
@@ -860,16 +848,8 @@ impl FakeBackend {
     }
 
     async fn run_unsubscribe(&self, request: UnsubscribeRequest) -> Result<(), UnsubscribeError> {
+        request.validate()?;
         let filters = request.filters;
-        if filters.is_empty() {
-            return Err(UnsubscribeError::NoFilters);
-        }
-        for filter in &filters {
-            validate_topic_filter(filter).map_err(|source| UnsubscribeError::InvalidFilter {
-                filter: quote_input(filter),
-                source,
-            })?;
-        }
         {
             let mut state = self.broker.lock();
             if !self.alive(&state) {
