@@ -261,17 +261,20 @@ impl ClusterBuilder {
     }
 
     /// The client on the cluster: the template's middleware and codec run on it,
-    /// once; the connections are built from the template without the middleware.
+    /// once; the connections are built from the template for that client (see
+    /// [`ClientBuilder::connection_template`]).
     fn start_backend(self) -> Result<(Client, Arc<cluster::Inner>), ClusterConfigError> {
         self.validate()?;
         let surface = self
             .template
             .clone()
             .client_id(self.client_id.clone().unwrap_or_default());
-        let mut connections = self;
-        connections.template = connections.template.without_middleware();
-        let inner = cluster::start(connections)?;
-        Ok((surface.build_on(ClusterBackend(inner.clone())), inner))
+        let template = self.template.clone();
+        let (inner, updates) = cluster::prepare(self);
+        let client = surface.build_on(ClusterBackend(inner.clone()));
+        // On error the client goes, and with it the cluster.
+        cluster::launch(&inner, template.connection_template(&client), updates)?;
+        Ok((client, inner))
     }
 }
 

@@ -28,7 +28,6 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The configuration that stays fixed.
 pub(crate) struct Config {
-    pub(crate) template: ClientBuilder,
     pub(crate) client_id: String,
     pub(crate) pool_size: usize,
     pub(crate) mode: Mode,
@@ -42,6 +41,9 @@ pub(crate) struct Config {
 /// State shared by handles, the supervisor and the per-connection tasks.
 pub(crate) struct Inner {
     pub(crate) config: Config,
+    /// What each connection is built from: the client's connection template, set
+    /// once the client on the cluster exists.
+    template: OnceLock<ClientBuilder>,
     state: Mutex<State>,
     pub(crate) signals: Signals,
     shutdown: CancellationToken,
@@ -101,9 +103,10 @@ impl Spec {
 /// few connections.
 const EVENT_BUFFER: usize = 4096;
 
-pub(crate) fn start(builder: ClusterBuilder) -> Result<Arc<Inner>, ClusterConfigError> {
+/// The cluster, with no connection yet, and the resolver's stream.
+pub(crate) fn prepare(builder: ClusterBuilder) -> (Arc<Inner>, Option<AddressStream>) {
     let ClusterBuilder {
-        template,
+        template: _,
         client_id,
         pool_size,
         addressing,
@@ -116,13 +119,12 @@ pub(crate) fn start(builder: ClusterBuilder) -> Result<Arc<Inner>, ClusterConfig
         _ if pool_size > 1 => Mode::Pool,
         _ => Mode::Single,
     };
-    let mut updates: Option<AddressStream> = match &addressing {
+    let updates: Option<AddressStream> = match &addressing {
         Addressing::Template => None,
         Addressing::Failover(r) | Addressing::Multi(r) => Some(r.updates()),
     };
     let inner = Arc::new(Inner {
         config: Config {
-            template,
             client_id: client_id.unwrap_or_default(),
             pool_size,
             mode,
@@ -132,6 +134,7 @@ pub(crate) fn start(builder: ClusterBuilder) -> Result<Arc<Inner>, ClusterConfig
             shared,
             failover_delay,
         },
+        template: OnceLock::new(),
         state: Mutex::new(State::default()),
         signals: Signals {
             changes: Arc::new(watch::channel(0).0),
@@ -145,6 +148,17 @@ pub(crate) fn start(builder: ClusterBuilder) -> Result<Arc<Inner>, ClusterConfig
         rr: AtomicUsize::new(0),
         next_conn_id: AtomicU64::new(0),
     });
+    (inner, updates)
+}
+
+/// Start the cluster's connections from `template` (the client's connection
+/// template), and the tasks that keep them in line.
+pub(crate) fn launch(
+    inner: &Arc<Inner>,
+    template: ClientBuilder,
+    mut updates: Option<AddressStream>,
+) -> Result<(), ClusterConfigError> {
+    let _ = inner.template.set(template);
     // A list that is ready now (a static resolver) is used at once, so that template
     // errors are reported here.
     if let Some(stream) = updates.as_mut() {
@@ -157,16 +171,16 @@ pub(crate) fn start(builder: ClusterBuilder) -> Result<Arc<Inner>, ClusterConfig
         return Err(e.into());
     }
     tokio::spawn(supervise(
-        Arc::downgrade(&inner),
+        Arc::downgrade(inner),
         updates,
         inner.signals.wake.clone(),
         inner.shutdown.clone(),
     ));
     tokio::spawn(follow_state(
-        Arc::downgrade(&inner),
+        Arc::downgrade(inner),
         inner.signals.changes.subscribe(),
     ));
-    Ok(inner)
+    Ok(())
 }
 
 /// Keeps the cluster's state in line with its connections': connected while any
@@ -330,6 +344,10 @@ impl Inner {
     /// Bring the connections in line with the mode and the addresses, and pick the
     /// primary.
     pub(crate) fn reconcile(self: &Arc<Self>) -> Result<(), ConfigError> {
+        // Nothing to build connections from before `launch`.
+        let Some(template) = self.template.get() else {
+            return Ok(());
+        };
         let mut result = Ok(());
         let mut to_drain = Vec::new();
         let mut to_drop = Vec::new();
@@ -381,7 +399,7 @@ impl Inner {
                         // drop one of them. Wait for the drain.
                         continue;
                     }
-                    match self.create_conn(spec.address.clone(), index, client_id) {
+                    match self.create_conn(template, spec.address.clone(), index, client_id) {
                         Ok(conn) => st.live.push(conn),
                         Err(e) => {
                             result = Err(e);
@@ -416,11 +434,12 @@ impl Inner {
 
     fn create_conn(
         self: &Arc<Self>,
+        template: &ClientBuilder,
         address: Option<Address>,
         index: usize,
         client_id: String,
     ) -> Result<Arc<Conn>, ConfigError> {
-        let mut builder = self.config.template.clone().client_id(client_id.clone());
+        let mut builder = template.clone().client_id(client_id.clone());
         if let Some(a) = &address {
             builder = builder.address(a.host.clone(), a.port);
         }

@@ -247,3 +247,29 @@ fn outside_a_runtime_is_a_config_error() {
         ))
     ));
 }
+
+/// The template's `on_connect` runs once per connection and gets the client on the
+/// cluster, not the connection's own handle: what it subscribes is the cluster's.
+#[tokio::test]
+async fn on_connect_gets_the_client_on_the_cluster() {
+    let broker = embedded().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let template = template()
+        .address(broker.host.clone(), broker.port)
+        .on_connect(move |client: Client, _present| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(client.info().mode);
+            }
+        });
+    let cluster = ClusterBuilder::new(template)
+        .client_id("embedded-callbacks")
+        .pool_size(2)
+        .connect()
+        .await
+        .unwrap();
+    assert!(eventually(|| seen.lock().unwrap().len() == 2).await);
+    assert_eq!(*seen.lock().unwrap(), ["pool", "pool"]);
+    cluster.stop().await;
+}

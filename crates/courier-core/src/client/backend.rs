@@ -15,15 +15,18 @@ use tokio::sync::{Mutex as AsyncMutex, broadcast, watch};
 use super::consumers::Consumers;
 use super::credentials::BoxFuture;
 use super::events::{ConnectionState, Event};
+use super::handler::Handler;
 use super::info::ClientInfo;
 use super::lifecycle::deadline_after;
 use super::middleware::{
-    BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, PublishRequest, Publisher, Stopper,
-    SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber,
+    BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, PublishRequest,
+    Publisher, Stopper, SubscribeRequest, Subscribed, Subscriber, UnsubscribeRequest, Unsubscriber,
+    apply,
 };
 use super::options::ClientBuilder;
 use super::{Chains, Client};
-use crate::error::{PublishError, SubscribeError, UnsubscribeError};
+use crate::error::{BoxError, PublishError, SubscribeError, UnsubscribeError};
+use crate::message::Message;
 
 /// The connections (or the stand-in for them) behind a [`Client`] built with
 /// [`ClientBuilder::build_on`].
@@ -245,6 +248,41 @@ impl Remote {
     }
 }
 
+/// A handler that gets the client on the backend instead of a connection's handle.
+struct OnSurface {
+    handler: BoxHandler,
+    surface: WeakClient,
+}
+
+impl Handler for OnSurface {
+    fn handle(
+        &self,
+        client: Client,
+        message: Message,
+    ) -> impl std::future::Future<Output = Result<(), BoxError>> + Send {
+        self.handler
+            .handle(self.surface.upgrade_or(client), message)
+    }
+}
+
+/// A client held without keeping it alive (connection callbacks of a backend
+/// refer to the client on the backend this way: a strong reference would be a
+/// cycle through the backend).
+#[derive(Clone)]
+pub(crate) struct WeakClient(Weak<Remote>);
+
+impl WeakClient {
+    pub(crate) fn new(remote: Weak<Remote>) -> Self {
+        WeakClient(remote)
+    }
+
+    /// The client, as a handle that does not keep it running, or `fallback` once it
+    /// is gone.
+    fn upgrade_or(&self, fallback: Client) -> Client {
+        self.0.upgrade().map_or(fallback, Client::remote_handle)
+    }
+}
+
 /// The last hop of a backend client's publish chain.
 struct BackendPublisher(Arc<dyn Backend>);
 
@@ -294,11 +332,40 @@ impl ClientBuilder {
         Client::on_backend(Remote::new(self, Arc::new(backend)))
     }
 
-    /// This builder without the middleware set so far: the template a backend
-    /// builds its connections from, while the client on the backend runs the
-    /// middleware once for all of them.
-    pub fn without_middleware(mut self) -> Self {
+    /// The template a backend builds its connections from, for `client`, the
+    /// client on the backend: without the middleware (the client runs it once for
+    /// all connections; the unrouted handler keeps the handler layers), and with the
+    /// lifecycle callbacks (`on_connect`, `on_connection_lost`, `on_reconnect`) and
+    /// the unrouted handler given `client` instead of the connection's own handle,
+    /// so that what they publish or subscribe goes through the backend. They are
+    /// still called once per connection.
+    pub fn connection_template(mut self, client: &Client) -> Self {
+        let surface = client.downgrade();
+        if let Some(handler) = self.unrouted_handler.take() {
+            let handler = apply(&self.layers.handler, handler);
+            self.unrouted_handler = Some(BoxHandler::new(OnSurface {
+                handler,
+                surface: surface.clone(),
+            }));
+        }
         self.layers = super::middleware::Layers::default();
+        if let Some(callback) = self.on_connect.take() {
+            let surface = surface.clone();
+            self.on_connect = Some(Arc::new(move |conn, present| {
+                callback(surface.upgrade_or(conn), present)
+            }));
+        }
+        if let Some(callback) = self.on_connection_lost.take() {
+            let surface = surface.clone();
+            self.on_connection_lost = Some(Arc::new(move |conn, reason| {
+                callback(surface.upgrade_or(conn), reason)
+            }));
+        }
+        if let Some(callback) = self.on_reconnect.take() {
+            self.on_reconnect = Some(Arc::new(move |conn, attempt| {
+                callback(surface.upgrade_or(conn), attempt)
+            }));
+        }
         self
     }
 }

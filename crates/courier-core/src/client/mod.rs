@@ -275,6 +275,24 @@ impl Client {
         }
     }
 
+    /// A handle on `remote` that does not keep it running.
+    pub(crate) fn remote_handle(remote: Arc<backend::Remote>) -> Self {
+        Client {
+            link: Link::Backend(remote),
+            _owner: None,
+        }
+    }
+
+    /// A weak reference for a backend's connection callbacks: the client on a
+    /// backend; for a client with a connection of its own, nothing (its callbacks
+    /// already get it).
+    pub(crate) fn downgrade(&self) -> backend::WeakClient {
+        match &self.link {
+            Link::Backend(remote) => backend::WeakClient::new(Arc::downgrade(remote)),
+            Link::Connection(_) => backend::WeakClient::new(std::sync::Weak::new()),
+        }
+    }
+
     /// This client's handle for its handlers: it does not keep the client running.
     pub(crate) fn handle(&self) -> Self {
         Client {

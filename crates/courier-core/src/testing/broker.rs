@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use super::Published;
 use crate::client::middleware::{
-    DeliveryReceipt, PublishRequest, SubscribeRequest, Subscribed, UnsubscribeRequest,
+    DeliveryReceipt, Layers, PublishRequest, SubscribeRequest, Subscribed, UnsubscribeRequest,
 };
 use crate::client::{
     Backend, BoxFuture, Client, ClientBuilder, ClientInfo, ConnectionState, EVENT_BUFFER, Event,
@@ -198,7 +198,11 @@ impl Broker {
             let connected = state.connected;
             let session = Arc::new(Session {
                 id,
-                settings: builder.clone().without_middleware(),
+                // The client runs the middleware; the session keeps the rest.
+                settings: ClientBuilder {
+                    layers: Layers::default(),
+                    ..builder.clone()
+                },
                 state: watch::channel(if connected {
                     ConnectionState::Connected
                 } else {
