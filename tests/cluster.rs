@@ -633,18 +633,8 @@ async fn pool_of_four_spreads_10k_publishes() {
     const N: u64 = 10_000;
     const TASKS: u64 = 8;
     let broker = broker().await;
-    let cluster = ClusterBuilder::new(template().address(broker.host(), broker.port()))
-        .client_id(client_id("pool"))
-        .pool_size(4)
-        .connect()
-        .await
-        .unwrap();
+    let cluster = pool_of(template(), &broker, "pool", 4).await;
     assert_eq!(cluster.info().mode, Mode::Pool.as_str());
-    assert!(
-        eventually(Duration::from_secs(10), || cluster.info().connected_count()
-            == 4)
-        .await
-    );
     let mut plain = cluster.subscribe("pool/plain").await.unwrap();
     let started = Instant::now();
     let results = join_all((0..TASKS).map(|t| {
@@ -695,9 +685,21 @@ async fn pool_of_four_spreads_10k_publishes() {
 /// A client on a pool of `size` connections to `broker` built from `template`,
 /// once they are all up.
 async fn pool_of(template: ClientBuilder, broker: &TestBroker, name: &str, size: usize) -> Client {
+    pool_with(template, broker, name, size, Balance::default()).await
+}
+
+/// [`pool_of`] with a chosen balance.
+async fn pool_with(
+    template: ClientBuilder,
+    broker: &TestBroker,
+    name: &str,
+    size: usize,
+    balance: Balance,
+) -> Client {
     let pool = ClusterBuilder::new(template.address(broker.host(), broker.port()))
         .client_id(client_id(name))
         .pool_size(size)
+        .balance(balance)
         .connect()
         .await
         .unwrap();
@@ -1038,18 +1040,7 @@ async fn pool_throughput() {
         (4, Balance::LeastInFlight),
         (4, Balance::RoundRobin),
     ] {
-        let cluster = ClusterBuilder::new(template().address(broker.host(), broker.port()))
-            .client_id(client_id("bench"))
-            .pool_size(pool)
-            .balance(balance)
-            .connect()
-            .await
-            .unwrap();
-        assert!(
-            eventually(Duration::from_secs(10), || cluster.info().connected_count()
-                == pool)
-            .await
-        );
+        let cluster = pool_with(template(), &broker, "bench", pool, balance).await;
         // Warm up.
         let warm = publish_range(&cluster, "bench/warm", 0..2000, 256).await;
         assert!(warm.iter().all(Result::is_ok));

@@ -71,20 +71,27 @@ async fn handle<H: Handler>(
         delivery.abandon();
         return ControlFlow::Break(());
     };
+    let Delivery {
+        message,
+        ack,
+        charge,
+    } = delivery;
     // A clone (one reference count) keeps the topic for an error report.
-    let message = delivery.message.clone();
-    let handled = AssertUnwindSafe(handler.handle(client.clone(), message.clone())).catch_unwind();
+    let topic_of = message.clone();
+    let handled = AssertUnwindSafe(handler.handle(client.clone(), message)).catch_unwind();
     let outcome = tokio::select! {
         biased;
         outcome = handled => outcome,
         () = consumers.cancelled() => {
             tracing::warn!(
                 client_id = %client.client_id(),
-                topic = %message.topic(),
+                topic = %topic_of.topic(),
                 "courier: handler cancelled at the end of the graceful shutdown period; \
                  its message is not acknowledged"
             );
-            delivery.abandon();
+            if let Some(ack) = ack {
+                ack.abandon();
+            }
             return ControlFlow::Break(());
         }
     };
@@ -94,13 +101,13 @@ async fn handle<H: Handler>(
         Err(_) => Some("handler panicked".to_owned()),
     };
     if let Some(error) = error {
-        let topic = message.topic().to_owned();
+        let topic = topic_of.topic().to_owned();
         tracing::warn!(client_id = %client.client_id(), %topic, %error, "courier: message handler failed");
         client.emit(Event::HandlerFailed { topic, error });
     }
-    if let Some(ack) = delivery.ack {
+    if let Some(ack) = ack {
         ack.consume();
     }
-    drop(delivery.charge);
+    drop(charge);
     ControlFlow::Continue(())
 }
