@@ -11,6 +11,9 @@ use std::time::Duration;
 use courier::{Backoff, ClientBuilder, Message, Subscription};
 pub use courier_testkit::{BrokerKind, BrokerOptions, TestBroker};
 
+pub mod pki;
+pub mod transport;
+
 /// Start the broker the environment asks for (`COURIER_TEST_BROKER`).
 ///
 /// # Panics

@@ -67,9 +67,12 @@ pub use topic::{TopicError, TopicFilter};
 
 #[cfg(feature = "tls")]
 pub use client::TlsConfig;
+#[cfg(all(feature = "client", unix))]
+pub use client::UnixSocket;
 #[cfg(feature = "client")]
 pub use client::{
     Backend, Backoff, BrokerUrl, Client, ClientBuilder, ClientInfo, ConnectionInfo,
     ConnectionState, CredentialProvider, Credentials, Event, EventStream, FilterGrant, Handler,
-    PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription, SubscriptionHandle,
+    ProxyConfig, PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription,
+    SubscriptionHandle, Transport, TransportStream,
 };
