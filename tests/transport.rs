@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use courier::client::BoxFuture;
-use courier::{ClientBuilder, ConnectError, Transport, TransportStream, UnixSocket};
+use courier::{
+    ClientBuilder, ConnectError, ProxyConfig, TlsConfig, Transport, TransportStream, UnixSocket,
+};
+use courier_integration_tests::pki::pki;
 use courier_integration_tests::transport::pubsub_each_qos;
 use courier_integration_tests::{
     BrokerOptions, TestBroker, broker, broker_with, client_id, mosquitto_mode, quick_reconnects,
 };
-use courier_testkit::FaultProxy;
+use courier_testkit::{ConnectProxy, FaultProxy, WsFront};
 
 fn addr_of(broker: &TestBroker) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], broker.port()))
@@ -137,5 +140,147 @@ async fn a_custom_transport_error_keeps_its_text_and_names_the_peer() {
     assert_eq!(
         error.to_string(),
         "cannot open the transport to moon:1883: no route to the moon"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// WebSocket
+
+#[tokio::test]
+async fn websocket_carries_each_qos() {
+    let broker = broker().await;
+    let front = WsFront::start(addr_of(&broker)).await.unwrap();
+    pubsub_each_qos(&front.url(), |b| b).await;
+    assert_eq!(front.upgrades(), 2, "both clients went through the front");
+}
+
+#[tokio::test]
+async fn websocket_reassembles_packets_split_across_messages() {
+    let broker = broker().await;
+    let front = WsFront::start(addr_of(&broker)).await.unwrap();
+    front.max_message(3);
+    pubsub_each_qos(&front.url(), |b| b).await;
+}
+
+#[tokio::test]
+async fn wss_carries_each_qos_with_the_clients_tls_config() {
+    let broker = broker().await;
+    let pki = pki();
+    let front = WsFront::start_tls(addr_of(&broker), &pki.server_pem, &pki.server_key)
+        .await
+        .unwrap();
+    assert!(front.url().starts_with("wss://"));
+    let tls = TlsConfig::from_pem(pki.ca_pem.as_bytes(), None).unwrap();
+    pubsub_each_qos(&front.url(), |b| b.tls(tls.clone())).await;
+    assert_eq!(front.upgrades(), 2);
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}
+
+#[tokio::test]
+async fn a_wrong_websocket_path_is_a_typed_error_with_the_status() {
+    let broker = broker().await;
+    let front = WsFront::start(addr_of(&broker)).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/elsewhere", front.port());
+    let error = connect_error(quick_reconnects().url(&url)).await;
+    assert!(
+        matches!(&error, ConnectError::WebSocket { status: Some(404), broker, .. }
+            if *broker == format!("127.0.0.1:{}", front.port())),
+        "{error:?}"
+    );
+    assert_eq!(front.upgrades(), 0);
+}
+
+#[tokio::test]
+async fn websocket_headers_are_sent_and_never_shown() {
+    const SECRET: &str = "Bearer s3cr3t-t0ken";
+    let broker = broker().await;
+    let front = WsFront::start(addr_of(&broker)).await.unwrap();
+    let with_header = |url: &str| {
+        quick_reconnects()
+            .url(url)
+            .websocket_header("Authorization", SECRET)
+    };
+    let client = with_header(&front.url())
+        .client_id(client_id("ws-header"))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(front.last_header("authorization").as_deref(), Some(SECRET));
+    client.stop().await;
+    let wrong_path = format!("ws://127.0.0.1:{}/elsewhere", front.port());
+    let shown = format!("{:?}", with_header(&wrong_path));
+    assert!(
+        shown.contains("Authorization") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+    let error = connect_error(with_header(&wrong_path)).await;
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------------
+// HTTP CONNECT proxy
+
+#[tokio::test]
+async fn a_proxy_tunnels_mqtt() {
+    let broker = broker().await;
+    let proxy = ConnectProxy::start().await.unwrap();
+    let via = ProxyConfig::new("127.0.0.1", proxy.port());
+    pubsub_each_qos(&broker.url(), |b| b.proxy(via.clone())).await;
+    assert_eq!(proxy.tunnels(), 2, "both clients went through the proxy");
+}
+
+#[tokio::test]
+async fn a_proxy_tunnels_websocket_with_credentials() {
+    let broker = broker().await;
+    let front = WsFront::start(addr_of(&broker)).await.unwrap();
+    let proxy = ConnectProxy::with_credentials("alice", "pr0xy-pw")
+        .await
+        .unwrap();
+    let url = format!("http://alice:pr0xy-pw@127.0.0.1:{}", proxy.port());
+    let via = ProxyConfig::from_url(&url).unwrap();
+    pubsub_each_qos(&front.url(), |b| b.proxy(via.clone())).await;
+    assert_eq!((proxy.tunnels(), front.upgrades()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_proxy_refusal_is_a_typed_error_without_the_password() {
+    let broker = broker().await;
+    let proxy = ConnectProxy::with_credentials("alice", "right")
+        .await
+        .unwrap();
+    let proxy_addr = format!("127.0.0.1:{}", proxy.port());
+    for via in [
+        ProxyConfig::new("127.0.0.1", proxy.port()),
+        ProxyConfig::new("127.0.0.1", proxy.port()).credentials("alice", "wr0ng-pw"),
+    ] {
+        let builder = quick_reconnects().url(&broker.url()).proxy(via);
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("wr0ng-pw"), "{shown}");
+        let error = connect_error(builder).await;
+        assert!(
+            matches!(&error, ConnectError::ProxyRefused { status: 407, proxy, broker: b }
+                if *proxy == proxy_addr && *b == format!("127.0.0.1:{}", broker.port())),
+            "{error:?}"
+        );
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("wr0ng-pw"), "{shown}");
+    }
+    assert_eq!((proxy.tunnels(), proxy.refused()), (0, 2));
+}
+
+#[tokio::test]
+async fn an_unreachable_proxy_is_a_proxy_error() {
+    let port = courier_testkit::free_port().unwrap();
+    let error = connect_error(
+        quick_reconnects()
+            .address("broker.invalid", 1883)
+            .proxy(ProxyConfig::new("127.0.0.1", port)),
+    )
+    .await;
+    assert!(
+        matches!(&error, ConnectError::Proxy { proxy, source, .. }
+            if *proxy == format!("127.0.0.1:{port}") && source.kind() == io::ErrorKind::ConnectionRefused),
+        "{error:?}"
     );
 }
