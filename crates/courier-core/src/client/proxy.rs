@@ -63,7 +63,8 @@ impl ProxyConfig {
     /// # Errors
     ///
     /// [`ConfigError::InvalidAddress`] (without the password) when the URL cannot be
-    /// parsed, is not `http://`, has no host, or has a path or query.
+    /// parsed, is not `http://`, has no host, has a path or query, or a password
+    /// without a user name.
     pub fn from_url(input: &str) -> Result<Self, ConfigError> {
         let invalid = |reason| ConfigError::InvalidAddress {
             address: quote_input(&super::broker_url::redact(input)),
@@ -83,6 +84,9 @@ impl ProxyConfig {
             _ => return Err(invalid("empty host")),
         };
         let mut proxy = ProxyConfig::new(host, url.port().unwrap_or(80));
+        if url.username().is_empty() && url.password().is_some() {
+            return Err(invalid("a password without a user name"));
+        }
         if !url.username().is_empty() {
             let decode = |s: &str| {
                 percent_encoding::percent_decode_str(s)
@@ -206,6 +210,7 @@ mod tests {
             ProxyConfig::new("proxy", 80).credentials("u@x", "p:w")
         );
         assert!(ProxyConfig::from_url("socks5://proxy:1080").is_err());
+        assert!(ProxyConfig::from_url("http://:pw@proxy").is_err());
         let error = ProxyConfig::from_url("http://u:s3cret@proxy/path").unwrap_err();
         assert!(!error.to_string().contains("s3cret"), "{error}");
     }

@@ -4,7 +4,9 @@
 //!
 //! MQTT packets may be split across WebSocket messages or share one: reads hand out
 //! each message's bytes in order, whatever their framing. Each write of the engine
-//! (one batch of packets) goes out as one binary message.
+//! (one batch of packets) goes out as one binary message. tungstenite's limits
+//! apply to what the broker sends: a frame over 16 MiB or a message over 64 MiB ends
+//! the connection (the engine's skipping of oversized PUBLISHes works within them).
 
 use std::io;
 use std::pin::Pin;
