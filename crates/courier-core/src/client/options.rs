@@ -180,18 +180,24 @@ impl ClientBuilder {
         Self::default()
     }
 
-    /// The broker's host and port (the Go `WithAddress`).
+    /// The broker's host and port (the Go `WithAddress`). After a `ws://` or
+    /// `wss://` URL the connection stays a WebSocket (to this host and port); after a
+    /// `unix://` URL it is TCP again.
     pub fn address(mut self, host: impl Into<String>, port: u16) -> Self {
         self.host = Some(host.into());
         self.port = port;
         self.address_error = None;
+        if matches!(self.route, Route::Unix(_)) {
+            self.route = Route::Tcp;
+        }
         self
     }
 
     /// The broker as a URL, parsed by [`BrokerUrl`]:
     /// `mqtt://[user[:password]@]host[:port][?option=value&...]` (or `tcp://`, default
     /// port 1883) or `mqtts://...` (or `ssl://`, `tls://`, default port 8883, TLS with
-    /// the system's roots unless [`tls`](Self::tls) is also set). Schemes are
+    /// the system's roots unless [`tls`](Self::tls) is also set); `ws://` and `wss://`
+    /// with a WebSocket path (feature `websocket`); `unix:///path/to.sock`. Schemes are
     /// case-insensitive. The query options `client_id`, `keep_alive` (seconds) and
     /// `clean_session` (`true`/`false`), and the user name and password, override what
     /// was set before; setters called after `url` override them in turn. A bad URL is
@@ -1011,6 +1017,56 @@ mod tests {
         ));
         assert!(matches!(
             err(valid().url("mqtt://x:notaport")),
+            Some(ConfigError::InvalidAddress { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn transports_are_chosen_by_url_and_builder() {
+        let peer = |b: ClientBuilder| b.validate().map(|o| o.broker());
+        assert_eq!(peer(valid()).unwrap(), "localhost:1883");
+        assert_eq!(
+            peer(valid().url("unix:///run/m.sock")).unwrap(),
+            "unix:/run/m.sock"
+        );
+        assert_eq!(
+            peer(valid().url("unix:///run/m.sock").address("h", 1884)).unwrap(),
+            "h:1884"
+        );
+        #[cfg(unix)]
+        assert_eq!(
+            peer(
+                ClientBuilder::new()
+                    .client_id("t")
+                    .transport(super::super::transport::UnixSocket::new("/s"))
+            )
+            .unwrap(),
+            "unix:/s"
+        );
+        assert!(matches!(
+            err(valid()
+                .url("unix:///run/m.sock")
+                .proxy(ProxyConfig::new("p", 3128))),
+            Some(ConfigError::InvalidAddress { .. })
+        ));
+        #[cfg(feature = "websocket")]
+        {
+            let with_header = |value: &str| {
+                valid()
+                    .url("ws://h/mqtt")
+                    .websocket_header("Authorization", value)
+            };
+            assert!(with_header("Bearer x").validate().is_ok());
+            let bad = err(with_header("s3cret\n"));
+            assert!(
+                matches!(&bad, Some(ConfigError::InvalidHeader { .. })),
+                "{bad:?}"
+            );
+            assert!(!format!("{bad:?}").contains("s3cret"));
+        }
+        #[cfg(not(feature = "websocket"))]
+        assert!(matches!(
+            err(valid().url("ws://h")),
             Some(ConfigError::InvalidAddress { .. })
         ));
     }
