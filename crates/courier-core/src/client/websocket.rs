@@ -174,3 +174,83 @@ fn into_io(error: WsError) -> io::Error {
         other => io::Error::new(io::ErrorKind::InvalidData, other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    use super::*;
+
+    /// A client `WsStream` and the server's end of the WebSocket, over a pipe.
+    async fn pair() -> (WsStream, WebSocketStream<tokio::io::DuplexStream>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let settings = WebSocketSettings {
+            path: "/mqtt".to_owned(),
+            headers: Vec::new(),
+        };
+        // The server answers with the subprotocol, as brokers do (tungstenite refuses
+        // an upgrade without it).
+        #[allow(clippy::result_large_err, reason = "tungstenite's callback type")]
+        let mqtt = |_: &Request, mut response: Response| {
+            response.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static(SUBPROTOCOL),
+            );
+            Ok(response)
+        };
+        let (ws, server) = tokio::join!(
+            settings.handshake("broker:80", false, Box::new(client)),
+            tokio_tungstenite::accept_hdr_async(server, mqtt)
+        );
+        (ws.unwrap(), server.unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_write_is_one_binary_message() {
+        let (mut ws, mut server) = pair().await;
+        ws.write_all(b"\x30\x03\x00\x01a").await.unwrap();
+        ws.flush().await.unwrap();
+        ws.write_all(b"second batch").await.unwrap();
+        ws.flush().await.unwrap();
+        for expected in [&b"\x30\x03\x00\x01a"[..], b"second batch"] {
+            match server.next().await {
+                Some(Ok(Message::Binary(data))) => assert_eq!(&data[..], expected),
+                other => panic!("expected a binary message, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_are_a_byte_stream_whatever_the_messages() {
+        let (mut ws, mut server) = pair().await;
+        for part in [&b"ab"[..], b"", b"cdef", b"g"] {
+            server
+                .send(Message::Binary(Bytes::copy_from_slice(part)))
+                .await
+                .unwrap();
+        }
+        server.send(Message::Ping(Bytes::new())).await.unwrap();
+        server.send(Message::Close(None)).await.unwrap();
+        // Reads smaller than a message keep the rest for the next read.
+        let mut got = Vec::new();
+        let mut small = [0u8; 3];
+        loop {
+            let n = ws.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, b"abcdefg");
+    }
+
+    #[tokio::test]
+    async fn a_text_message_is_invalid_data() {
+        let (mut ws, mut server) = pair().await;
+        server.send(Message::text("hello")).await.unwrap();
+        let error = ws.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+}
