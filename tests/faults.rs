@@ -53,7 +53,11 @@ use std::time::Duration;
 use courier::{
     Backoff, Client, ClientBuilder, Credentials, Event, Message, PublishError, QoS, RefusedReason,
 };
-use courier_integration_tests::faults::*;
+use courier_integration_tests::faults::{
+    Arrivals, EventLog, Link, Metrics, Publisher, RestartOutcome, RestartPlan, Rng, Stream,
+    StreamRig, addr_of, client_at, describe, f4_half_open_link, is_connected, is_disconnected, ms,
+    payload, restart_scenario, secs, spawn_collector,
+};
 use courier_integration_tests::{
     BrokerOptions, broker, broker_with, client, eventually, mosquitto_mode,
 };

@@ -768,7 +768,7 @@ pub async fn restart_scenario(plan: &RestartPlan) -> Option<RestartOutcome> {
 /// messages that waited for PUBCOMP when it stopped: in F2 wire traces it re-sent
 /// PUBREL for the first 20 of them (its default `max_inflight_messages`) and
 /// PUBLISH (DUP=1) for the rest, which no client can tell from new messages.
-pub fn resent_after_pubrel(wire: &[courier_testkit::proxy::CapturedPacket]) -> HashSet<u64> {
+fn resent_after_pubrel(wire: &[courier_testkit::proxy::CapturedPacket]) -> HashSet<u64> {
     let seq_of = |p: &courier_testkit::proxy::CapturedPacket| {
         let payload = p.payload.as_deref()?;
         std::str::from_utf8(payload)
