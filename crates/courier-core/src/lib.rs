@@ -20,6 +20,7 @@
 //! | `tls` | TLS through rustls (ring provider): `ClientBuilder::tls`, `mqtts://` URLs. | yes |
 //! | `base64` | The [`Base64`](codec::transform::Base64) byte transform. | no |
 //! | `gzip` | The [`Gzip`](codec::transform::Gzip) byte transform. | no |
+//! | `websocket` | MQTT over WebSocket: `ws://` and `wss://` URLs, `ClientBuilder::websocket_header` (tokio-tungstenite). | no |
 //! | `test-util` | [`testing`]: an in-memory fake broker to unit-test code that uses a `Client`, without a broker. | no |
 //!
 //! ```no_run
