@@ -5,54 +5,11 @@
 //! TLS through rustls against Mosquitto's TLS listener, with certificates made for the
 //! test: a trusted CA connects, an unknown CA is a typed TLS error.
 
-use std::path::PathBuf;
-
 use courier::{Client, ConnectError, TlsConfig};
+use courier_integration_tests::pki::{Pki, ca, pki};
 use courier_integration_tests::{
     BrokerOptions, TestBroker, broker_with, client_id, mosquitto_mode, recv_n,
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
-struct Pki {
-    ca_pem: String,
-    /// A client certificate the CA signed, and its key (PEM), for mutual TLS.
-    client_pem: String,
-    client_key: String,
-    dir: PathBuf,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn pki() -> Pki {
-    let dir = std::env::temp_dir().join(format!("courier-tls-{}", client_id("pki")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = ca("courier test CA");
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "courier test client");
-    let client = client_params.signed_by(&client_key, &ca).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        client_pem: client.pem(),
-        client_key: client_key.serialize_pem(),
-        dir,
-    }
-}
 
 /// A Mosquitto with a TLS listener (certificates from `pki`) beside its plain one;
 /// returns it and the TLS port.

@@ -11,6 +11,10 @@ use std::time::Duration;
 use courier::{Backoff, ClientBuilder, Message, Subscription};
 pub use courier_testkit::{BrokerKind, BrokerOptions, TestBroker};
 
+pub mod faults;
+pub mod pki;
+pub mod transport;
+
 /// Start the broker the environment asks for (`COURIER_TEST_BROKER`).
 ///
 /// # Panics

@@ -23,7 +23,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// A builder with the bench's common settings: clean session, 60 s keep-alive.
 pub(crate) fn builder(ctx: &Ctx, name: &str) -> ClientBuilder {
     Client::builder()
-        .address(HOST, ctx.port)
+        .url(&ctx.url)
         .client_id(ctx.id(name))
         .clean_session(true)
         .keep_alive(KEEP_ALIVE)
@@ -124,7 +124,7 @@ pub(crate) async fn qos0(ctx: &Ctx, n: u64, tasks: usize) -> BoxResult<Vec<Measu
 pub(crate) async fn throughput(ctx: &Ctx, t: Throughput) -> BoxResult<Vec<Measure>> {
     let client = if t.defaults {
         Client::builder()
-            .address(HOST, ctx.port)
+            .url(&ctx.url)
             .client_id(ctx.id("thr-default"))
             .connect()
             .await?

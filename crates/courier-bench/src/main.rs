@@ -22,6 +22,10 @@
 //! - `--side courier|raw`: one side only (for profiling).
 //! - `--broker-nodelay` (`COURIER_BENCH_BROKER_NODELAY=1`): Mosquitto with
 //!   `set_tcp_nodelay true` (Nagle's algorithm off; Mosquitto's default is on).
+//! - `--transport ws` (`COURIER_BENCH_TRANSPORT=ws`): compare courier over WebSocket
+//!   (through the test kit's `WsFront` before the broker) with courier over TCP,
+//!   instead of courier with raw rumqttc; the memory workload is left out, the targets
+//!   do not apply.
 //! - `--quick`: 1 round, counts x0.1, 200 connections.
 //!
 //! See `crates/courier/guides/benchmarks.md`.
@@ -37,7 +41,7 @@ mod workload;
 use std::sync::Arc;
 use std::time::Instant;
 
-use courier_testkit::{BrokerKind, BrokerOptions, TestBroker};
+use courier_testkit::{BrokerKind, BrokerOptions, TestBroker, WsFront};
 
 use crate::report::Table;
 use crate::workload::{Ctx, Side, Work};
@@ -57,13 +61,15 @@ struct Args {
     side: Option<Side>,
     /// Tokio worker threads (default: one per core).
     workers: Option<usize>,
+    /// Courier over WebSocket against courier over TCP.
+    websocket: bool,
     /// Mosquitto with `set_tcp_nodelay true`.
     broker_nodelay: bool,
 }
 
 const USAGE: &str = "usage: courier-bench [--quick] [--rounds N] [--scale F] [--conns N] \
                      [--only qos0,qos1,qos2,unordered,rtt,e2e,dispatch,memory,payload,defaults,burst,routes] \
-                     [--side courier|raw] [--workers N] [--broker-nodelay]";
+                     [--side courier|raw] [--workers N] [--broker-nodelay] [--transport tcp|ws]";
 
 fn parse_args(args: &[String]) -> BoxResult<Args> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -74,6 +80,7 @@ fn parse_args(args: &[String]) -> BoxResult<Args> {
         only: env("COURIER_BENCH_ONLY").map(|v| v.split(',').map(str::to_owned).collect()),
         quick: false,
         side: None,
+        websocket: std::env::var("COURIER_BENCH_TRANSPORT").is_ok_and(|t| t == "ws"),
         workers: env("COURIER_BENCH_WORKERS")
             .map(|v| v.parse())
             .transpose()?,
@@ -105,6 +112,13 @@ fn parse_args(args: &[String]) -> BoxResult<Args> {
             "--only" => parsed.only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--workers" => parsed.workers = Some(value()?.parse()?),
             "--broker-nodelay" => parsed.broker_nodelay = true,
+            "--transport" => {
+                parsed.websocket = match value()?.as_str() {
+                    "ws" => true,
+                    "tcp" => false,
+                    other => return Err(format!("--transport tcp|ws, not {other}").into()),
+                }
+            }
             "--side" => {
                 parsed.side = Some(match value()?.as_str() {
                     "courier" => Side::Courier,
@@ -167,6 +181,26 @@ async fn run(argv: &[String], args: Args) -> BoxResult<()> {
     }
     let broker = TestBroker::start_with(options).await?;
     let ctx = Arc::new(Ctx::new(broker.port(), measure::find_broker_pid()));
+    let front = if args.websocket {
+        let broker_addr = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port()));
+        Some(WsFront::start(broker_addr).await?)
+    } else {
+        None
+    };
+    let lanes: Vec<Lane> = match &front {
+        Some(front) => vec![
+            Lane::new(
+                "courier over ws",
+                Side::Courier,
+                Arc::new(ctx.via(front.url())),
+            ),
+            Lane::new("courier over tcp", Side::Courier, Arc::clone(&ctx)),
+        ],
+        None => vec![
+            Lane::new("courier", Side::Courier, Arc::clone(&ctx)),
+            Lane::new("raw rumqttc", Side::Raw, Arc::clone(&ctx)),
+        ],
+    };
     let works: Vec<Work> = workload::all(args.scale, args.conns)
         .into_iter()
         .filter(|w| {
@@ -174,6 +208,8 @@ async fn run(argv: &[String], args: Args) -> BoxResult<()> {
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|o| w.selected_by(o)))
         })
+        // The memory workload measures a child process over TCP.
+        .filter(|w| !(args.websocket && w.group() == "memory"))
         .collect();
     eprintln!(
         "courier-bench: Mosquitto on port {} (pid {:?}), {} workloads x {} rounds x 2 sides",
@@ -183,37 +219,37 @@ async fn run(argv: &[String], args: Args) -> BoxResult<()> {
         args.rounds
     );
     let started = Instant::now();
-    let sides: Vec<Side> = match args.side {
-        Some(side) => vec![side],
-        None => vec![Side::Courier, Side::Raw],
-    };
-    warm_up(&ctx, &sides).await?;
-    let mut table = Table::new(args.rounds);
+    // `--side` keeps the lanes of that side.
+    let order: Vec<usize> = (0..lanes.len())
+        .filter(|&i| args.side.is_none_or(|side| lanes[i].side == side))
+        .collect();
+    warm_up(&lanes, &order).await?;
+    let mut table = Table::new(args.rounds, [lanes[0].name, lanes[1].name], front.is_none());
     for work in &works {
         for round in 0..args.rounds {
             // A B, B A, A B, ...: neither side always runs first.
-            let mut order = sides.clone();
+            let mut order = order.clone();
             if round % 2 == 1 {
                 order.reverse();
             }
-            for side in order {
-                let result = tokio::spawn(work.run(side, ctx.clone())).await?;
+            for lane in order {
+                let Lane { name, side, ctx } = &lanes[lane];
+                let result = tokio::spawn(work.run(*side, Arc::clone(ctx))).await?;
                 match result {
                     Ok(measures) => {
                         eprintln!(
-                            "  [{}] {} round {}/{} {:?}: {}",
+                            "  [{}] {} round {}/{} {name}: {}",
                             work.group(),
                             work.label(),
                             round + 1,
                             args.rounds,
-                            side,
                             report::brief(&measures)
                         );
-                        table.add(work, side, &measures);
+                        table.add(work, lane, &measures);
                     }
                     Err(e) => {
-                        eprintln!("  [{}] {side:?} FAILED: {e}", work.label());
-                        table.fail(work, side, &e.to_string());
+                        eprintln!("  [{}] {name} FAILED: {e}", work.label());
+                        table.fail(work, lane, &e.to_string());
                     }
                 }
             }
@@ -228,13 +264,27 @@ async fn run(argv: &[String], args: Args) -> BoxResult<()> {
         "{}",
         table.render(&command, started.elapsed(), args.scale, args.quick)
     );
+    drop(front);
     drop(broker);
     Ok(())
 }
 
+/// One column of the comparison: a side, and where its clients connect.
+struct Lane {
+    name: &'static str,
+    side: Side,
+    ctx: Arc<Ctx>,
+}
+
+impl Lane {
+    fn new(name: &'static str, side: Side, ctx: Arc<Ctx>) -> Self {
+        Lane { name, side, ctx }
+    }
+}
+
 /// One short untimed run of each side, so the first measured run does not pay for
 /// lazy initialisation.
-async fn warm_up(ctx: &Arc<Ctx>, sides: &[Side]) -> BoxResult<()> {
+async fn warm_up(lanes: &[Lane], order: &[usize]) -> BoxResult<()> {
     let work = Work::Throughput(workload::Throughput {
         qos: 1,
         tasks: 16,
@@ -243,8 +293,9 @@ async fn warm_up(ctx: &Arc<Ctx>, sides: &[Side]) -> BoxResult<()> {
         defaults: false,
         one_task: false,
     });
-    for &side in sides {
-        tokio::spawn(work.run(side, ctx.clone())).await??;
+    for &lane in order {
+        let Lane { side, ctx, .. } = &lanes[lane];
+        tokio::spawn(work.run(*side, Arc::clone(ctx))).await??;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::measure::{Measure, Metric, median};
-use crate::workload::{Side, Target, Work};
+use crate::workload::{Target, Work};
 
 /// Results of one workload.
 #[derive(Debug)]
@@ -19,21 +19,20 @@ struct Group {
 #[derive(Debug)]
 pub(crate) struct Table {
     rounds: usize,
+    /// The two columns compared (A, then B); the ratio is A / B.
+    lanes: [&'static str; 2],
+    /// The targets apply (courier against raw rumqttc).
+    targets: bool,
     groups: Vec<Group>,
     load_before: String,
 }
 
-fn index(side: Side) -> usize {
-    match side {
-        Side::Courier => 0,
-        Side::Raw => 1,
-    }
-}
-
 impl Table {
-    pub(crate) fn new(rounds: usize) -> Self {
+    pub(crate) fn new(rounds: usize, lanes: [&'static str; 2], targets: bool) -> Self {
         Table {
             rounds,
+            lanes,
+            targets,
             groups: Vec::new(),
             load_before: loadavg(),
         }
@@ -55,15 +54,17 @@ impl Table {
         &mut self.groups[at]
     }
 
-    pub(crate) fn add(&mut self, work: &Work, side: Side, measures: &[Measure]) {
+    /// Record the measures of `lane` (0 for A, 1 for B).
+    pub(crate) fn add(&mut self, work: &Work, lane: usize, measures: &[Measure]) {
         let group = self.group(work);
         for measure in measures {
-            group.values.entry(measure.metric).or_default()[index(side)].push(measure.value);
+            group.values.entry(measure.metric).or_default()[lane].push(measure.value);
         }
     }
 
-    pub(crate) fn fail(&mut self, work: &Work, side: Side, error: &str) {
-        self.group(work).failures.push(format!("{side:?}: {error}"));
+    pub(crate) fn fail(&mut self, work: &Work, lane: usize, error: &str) {
+        let name = self.lanes[lane];
+        self.group(work).failures.push(format!("{name}: {error}"));
     }
 
     /// The markdown report: context, then one row per workload and metric.
@@ -103,10 +104,11 @@ impl Table {
             loadavg()
         );
         let _ = writeln!(out);
+        let [a, b] = self.lanes;
         let _ = writeln!(
             out,
-            "| # | Workload | Metric | courier median (min–max) | raw rumqttc median (min–max) \
-             | courier/raw | Target | Met |"
+            "| # | Workload | Metric | {a} median (min–max) | {b} median (min–max) \
+             | A/B | Target | Met |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for group in &self.groups {
@@ -118,7 +120,11 @@ impl Table {
                 .is_none_or(|[courier, _]| courier.iter().all(|loss| *loss == 0.0));
             for (metric, [courier, raw]) in &group.values {
                 let ratio = median(courier) / median(raw);
-                let target = group.work.target(*metric);
+                let target = if self.targets {
+                    group.work.target(*metric)
+                } else {
+                    Target::None
+                };
                 let (mut target_text, met) = match target {
                     Target::None => (String::new(), ""),
                     Target::AtLeast(x) => (format!("≥ {x:.2}"), yes_no(ratio >= x)),

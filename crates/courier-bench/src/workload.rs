@@ -22,6 +22,9 @@ pub(crate) const WARMUP: usize = 200;
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) port: u16,
+    /// The broker URL courier's clients connect to: the broker's, or a WebSocket
+    /// front's.
+    pub(crate) url: String,
     pub(crate) broker_pid: Option<u32>,
     seq: AtomicU64,
 }
@@ -30,8 +33,20 @@ impl Ctx {
     pub(crate) fn new(port: u16, broker_pid: Option<u32>) -> Self {
         Ctx {
             port,
+            url: format!("mqtt://{HOST}:{port}"),
             broker_pid,
             seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The same broker, courier's clients connecting to `url` instead.
+    pub(crate) fn via(&self, url: String) -> Self {
+        Ctx {
+            port: self.port,
+            url,
+            broker_pid: self.broker_pid,
+            // Ids and topics apart from this context's.
+            seq: AtomicU64::new(1 << 32),
         }
     }
 

@@ -121,6 +121,13 @@ pub enum ConfigError {
     /// The TLS configuration could not be built.
     #[error("invalid TLS configuration")]
     Tls(#[source] BoxError),
+    /// A WebSocket header (set with `ClientBuilder::websocket_header`) has a name or
+    /// value HTTP does not allow. The value is never shown.
+    #[error("invalid WebSocket header {name:?}")]
+    InvalidHeader {
+        /// The header's name as given (truncated to 200 characters).
+        name: String,
+    },
     /// A field of CONNECT (client id, user name, password, will topic or will
     /// payload) is longer than the 65,535 bytes MQTT can frame (its length is a
     /// 16-bit field).
@@ -266,6 +273,47 @@ pub enum ConnectError {
         /// closed it.
         source: Option<std::io::Error>,
     },
+    /// A custom [`Transport`](crate::client::Transport) (or the Unix socket) could
+    /// not open its stream: its error, text kept.
+    #[error("cannot open the transport to {broker}: {source}")]
+    Transport {
+        /// The broker, as the transport names it.
+        broker: String,
+        /// The transport's error.
+        source: std::io::Error,
+    },
+    /// The HTTP CONNECT proxy could not be reached, or answered no HTTP.
+    #[error("cannot reach {broker} through proxy {proxy}: {source}")]
+    Proxy {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The proxy, `host:port`.
+        proxy: String,
+        /// The system's error, or what is wrong with the answer.
+        source: std::io::Error,
+    },
+    /// The HTTP CONNECT proxy refused the tunnel: 407 (credentials missing or
+    /// wrong), 403 (not allowed), 502 (the broker unreachable from the proxy), ...
+    #[error("proxy {proxy} refused the tunnel to {broker}: HTTP {status}")]
+    ProxyRefused {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The proxy, `host:port`.
+        proxy: String,
+        /// The proxy's HTTP status code.
+        status: u16,
+    },
+    /// The WebSocket upgrade failed: the server answered another HTTP status than
+    /// 101 (404 for a wrong path, say), or no HTTP at all.
+    #[error("WebSocket handshake with {broker} failed: {source}")]
+    WebSocket {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The server's HTTP status, when it answered HTTP.
+        status: Option<u16>,
+        /// What went wrong.
+        source: BoxError,
+    },
     /// The credential provider failed or timed out.
     #[error("credential provider failed: {0}")]
     Credentials(#[source] BoxError),
@@ -318,7 +366,11 @@ impl ConnectError {
             | ConnectError::Tls { broker, .. }
             | ConnectError::NotMqtt { broker, .. }
             | ConnectError::ClosedBeforeConnAck { broker, .. }
-            | ConnectError::Protocol { broker, .. } => Some(broker),
+            | ConnectError::Protocol { broker, .. }
+            | ConnectError::Transport { broker, .. }
+            | ConnectError::Proxy { broker, .. }
+            | ConnectError::ProxyRefused { broker, .. }
+            | ConnectError::WebSocket { broker, .. } => Some(broker),
             ConnectError::Credentials(_) | ConnectError::Closed | ConnectError::Config(_) => None,
         }
     }

@@ -20,6 +20,7 @@
 //! | `tls` | TLS through rustls (ring provider): `ClientBuilder::tls`, `mqtts://` URLs. | yes |
 //! | `base64` | The [`Base64`](codec::transform::Base64) byte transform. | no |
 //! | `gzip` | The [`Gzip`](codec::transform::Gzip) byte transform. | no |
+//! | `websocket` | MQTT over WebSocket: `ws://` and `wss://` URLs, `ClientBuilder::websocket_header` (tokio-tungstenite). | no |
 //! | `test-util` | [`testing`]: an in-memory fake broker to unit-test code that uses a `Client`, without a broker. | no |
 //!
 //! ```no_run
@@ -67,9 +68,12 @@ pub use topic::{TopicError, TopicFilter};
 
 #[cfg(feature = "tls")]
 pub use client::TlsConfig;
+#[cfg(all(feature = "client", unix))]
+pub use client::UnixSocket;
 #[cfg(feature = "client")]
 pub use client::{
     Backend, Backoff, BrokerUrl, Client, ClientBuilder, ClientInfo, ConnectionInfo,
     ConnectionState, CredentialProvider, Credentials, Event, EventStream, FilterGrant, Handler,
-    PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription, SubscriptionHandle,
+    ProxyConfig, PublishBuilder, SessionLossPolicy, SubscribeBuilder, Subscription,
+    SubscriptionHandle, Transport, TransportStream,
 };

@@ -184,6 +184,15 @@ impl TestBroker {
         }
     }
 
+    /// The path of Mosquitto's Unix socket listener, when started with
+    /// [`BrokerOptions::unix_socket`]; `None` otherwise.
+    pub fn unix_socket(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Mosquitto(mosquitto) => mosquitto.unix_socket(),
+            Backend::Embedded(_) => None,
+        }
+    }
+
     /// The private directory where Mosquitto keeps `mosquitto.db`, when
     /// started with [`BrokerOptions::persistence`]; `None` otherwise and for
     /// the embedded broker.
@@ -216,6 +225,12 @@ async fn start_embedded(options: &BrokerOptions) -> io::Result<EmbeddedBroker> {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "credentials need a real Mosquitto; the embedded broker allows anonymous access only",
+        ));
+    }
+    if options.unix_socket {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a Unix socket listener needs a real Mosquitto; the embedded broker listens on TCP only",
         ));
     }
     let max_payload_size = options

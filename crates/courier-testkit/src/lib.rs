@@ -34,8 +34,13 @@
 //! does on cue (duplicate QoS 2 deliveries, unknown PUBRELs, withheld or
 //! reordered acknowledgements, malformed frames). Both share the MQTT framing of
 //! [`mqtt`].
+//!
+//! For transports: [`WsFront`] puts a WebSocket listener (`ws://`, or `wss://` with
+//! given certificates) before a broker's TCP port, and [`ConnectProxy`] is an HTTP
+//! CONNECT proxy (optionally requiring credentials) that counts its tunnels.
 
 mod broker;
+mod connect_proxy;
 mod embedded;
 mod kind;
 pub mod mock;
@@ -43,17 +48,20 @@ mod mosquitto;
 pub mod mqtt;
 mod options;
 pub mod proxy;
+mod ws_front;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 pub use broker::TestBroker;
+pub use connect_proxy::ConnectProxy;
 pub use embedded::EmbeddedBroker;
 pub use kind::BrokerKind;
 pub use mock::{MockBroker, MockConnection};
 pub use options::BrokerOptions;
 pub use proxy::{Close, Direction, FaultProxy};
+pub use ws_front::WsFront;
 
 /// The loopback address every test broker listens on.
 pub(crate) const HOST: &str = "127.0.0.1";

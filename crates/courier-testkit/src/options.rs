@@ -17,6 +17,7 @@ pub struct BrokerOptions {
     pub(crate) max_inflight_messages: Option<u32>,
     pub(crate) max_queued_messages: Option<u32>,
     pub(crate) config_lines: Vec<String>,
+    pub(crate) unix_socket: bool,
 }
 
 impl BrokerOptions {
@@ -70,6 +71,17 @@ impl BrokerOptions {
     /// beyond those in flight). Ignored by the embedded broker.
     pub fn max_queued_messages(mut self, n: u32) -> Self {
         self.max_queued_messages = Some(n);
+        self
+    }
+
+    /// Mosquitto: a second listener on a Unix domain socket in the broker's
+    /// private directory (`listener 0 <dir>/mosquitto.sock`), its path given by
+    /// [`TestBroker::unix_socket`](crate::TestBroker::unix_socket).
+    ///
+    /// Not supported by the embedded broker: starting one with it fails with
+    /// [`std::io::ErrorKind::Unsupported`].
+    pub fn unix_socket(mut self, on: bool) -> Self {
+        self.unix_socket = on;
         self
     }
 

@@ -71,6 +71,7 @@
 //! | `otel-tracing` | `otel`, with courier's spans joining the current `tracing` span's trace (tracing-opentelemetry) | no |
 //! | `cluster` | Pools, multi-broker clusters, resolvers, shared subscriptions: `courier::cluster::ClusterBuilder` builds a `Client` on several connections | no |
 //! | `test-util` | `courier::testing::FakeBroker`: an in-memory broker to unit-test code that uses a `Client`, no broker needed (for dev-dependencies) | no |
+//! | `websocket` | MQTT over WebSocket: `ws://` and `wss://` URLs, `ClientBuilder::websocket_header` (tokio-tungstenite) | no |
 //! | `full` | Every feature above | no |
 //!
 //! JSON as the client's default codec ([`JsonCodec`]) is always available. Features

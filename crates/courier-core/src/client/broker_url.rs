@@ -2,7 +2,10 @@
 //! `scheme://[user[:password]@]host[:port][/][?option=value&...]`.
 //!
 //! Schemes (any letter case): `mqtt` and `tcp` (port 1883 by default), `mqtts`,
-//! `ssl` and `tls` (TLS, port 8883 by default). Query options: `client_id`,
+//! `ssl` and `tls` (TLS, port 8883 by default), `ws` and `wss` (MQTT over WebSocket,
+//! over TLS for `wss`; ports 80 and 443 by default; the path is the WebSocket's,
+//! [`/mqtt`](DEFAULT_WS_PATH) when the URL has none), and `unix:///path/to.sock` (a
+//! Unix domain socket; no host, port or credentials). Query options: `client_id`,
 //! `keep_alive` (whole seconds) and `clean_session` (`true` or `false`). A password
 //! never appears in an error or in `Debug` output: it is replaced by `***`.
 
@@ -15,6 +18,10 @@ use url::{Host, Url};
 
 use super::options::ClientBuilder;
 use crate::error::{ConfigError, quote_input};
+
+/// The WebSocket path of a `ws://` or `wss://` URL without one. Mosquitto, EMQX and
+/// HiveMQ serve MQTT on `/mqtt`; RabbitMQ's `web_mqtt` on `/ws` (give it in the URL).
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
 
 /// What replaces a password wherever a URL is shown.
 const REDACTED: &str = "***";
@@ -39,6 +46,7 @@ pub struct BrokerUrl {
     host: String,
     port: u16,
     tls: bool,
+    route: Route,
     username: Option<String>,
     password: Option<String>,
     client_id: Option<String>,
@@ -73,9 +81,27 @@ impl BrokerUrl {
         self.port
     }
 
-    /// Whether the scheme asks for TLS (`mqtts`, `ssl`, `tls`).
+    /// Whether the scheme asks for TLS (`mqtts`, `ssl`, `tls`, `wss`).
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// The WebSocket path of a `ws://` or `wss://` URL (the URL's, else
+    /// [`DEFAULT_WS_PATH`]); `None` for other schemes.
+    pub fn websocket_path(&self) -> Option<&str> {
+        match &self.route {
+            Route::WebSocket { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The socket path of a `unix://` URL (whose [`host`](Self::host) is empty and
+    /// [`port`](Self::port) 0); `None` for other schemes.
+    pub fn unix_path(&self) -> Option<&str> {
+        match &self.route {
+            Route::Unix(path) => Some(path),
+            _ => None,
+        }
     }
 
     /// The user name before the `@`, percent-decoded.
@@ -101,8 +127,9 @@ impl BrokerUrl {
     /// Set on `builder` what this URL says: the address always, credentials and
     /// options only when present. (TLS is the caller's part.)
     pub(crate) fn apply_to(self, builder: &mut ClientBuilder) {
-        builder.host = Some(self.host);
+        builder.host = Some(self.host).filter(|host| !host.is_empty());
         builder.port = self.port;
+        builder.route = self.route;
         if let Some(username) = self.username {
             builder.username = Some(username);
             builder.password = self.password;
@@ -125,6 +152,7 @@ impl fmt::Debug for BrokerUrl {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
+            .field("route", &self.route)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| REDACTED))
             .field("client_id", &self.client_id)
@@ -132,6 +160,17 @@ impl fmt::Debug for BrokerUrl {
             .field("clean_session", &self.clean_session)
             .finish()
     }
+}
+
+/// How a URL reaches its broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// MQTT right on the TCP (or TLS) stream.
+    Tcp,
+    /// MQTT in WebSocket binary messages, upgraded at this path.
+    WebSocket { path: String },
+    /// A Unix domain socket at this path.
+    Unix(String),
 }
 
 /// A problem with the address given to `url()`, kept (cloneably) in the builder until
@@ -173,10 +212,17 @@ fn parse(input: &str) -> Result<BrokerUrl, AddressProblem> {
         return Err(invalid("missing scheme (mqtt:// or mqtts://)"));
     }
     let url = Url::parse(input).map_err(|e| invalid(url_error_reason(e)))?;
-    let (tls, default_port) = match url.scheme() {
-        "mqtt" | "tcp" => (false, 1883),
-        "mqtts" | "ssl" | "tls" => (true, 8883),
-        _ => return Err(invalid("unsupported scheme: use mqtt:// or mqtts://")),
+    let (tls, default_port, websocket) = match url.scheme() {
+        "mqtt" | "tcp" => (false, 1883, false),
+        "mqtts" | "ssl" | "tls" => (true, 8883, false),
+        "ws" => (false, 80, true),
+        "wss" => (true, 443, true),
+        "unix" => return parse_unix(&url, invalid),
+        _ => {
+            return Err(invalid(
+                "unsupported scheme: use mqtt://, mqtts://, ws://, wss:// or unix://",
+            ));
+        }
     };
     let host = match url.host() {
         Some(Host::Domain(name)) if !name.is_empty() => name.to_owned(),
@@ -184,9 +230,23 @@ fn parse(input: &str) -> Result<BrokerUrl, AddressProblem> {
         Some(Host::Ipv6(ip)) => ip.to_string(),
         _ => return Err(invalid("empty host")),
     };
-    if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
-        return Err(invalid("a path or fragment is not used by MQTT: remove it"));
+    if url.fragment().is_some() {
+        return Err(invalid("a fragment is not used by MQTT: remove it"));
     }
+    let route = match (websocket, url.path()) {
+        (true, "" | "/") => Route::WebSocket {
+            path: DEFAULT_WS_PATH.to_owned(),
+        },
+        (true, path) => Route::WebSocket {
+            path: path.to_owned(),
+        },
+        (false, "" | "/") => Route::Tcp,
+        (false, _) => {
+            return Err(invalid(
+                "a path is used by ws:// and wss:// only: remove it",
+            ));
+        }
+    };
     let username = match url.username() {
         "" => None,
         name => Some(decode(name).ok_or_else(|| invalid("the user name is not UTF-8"))?),
@@ -200,8 +260,46 @@ fn parse(input: &str) -> Result<BrokerUrl, AddressProblem> {
         host,
         port: url.port().unwrap_or(default_port),
         tls,
+        route,
         username,
         password,
+        client_id: None,
+        keep_alive: None,
+        clean_session: None,
+    };
+    for (key, value) in url.query_pairs() {
+        apply_option(&mut parsed, &key, value)?;
+    }
+    Ok(parsed)
+}
+
+/// A `unix:///path/to.sock` URL: a path, no host, port or credentials.
+fn parse_unix(
+    url: &Url,
+    invalid: impl Fn(&'static str) -> AddressProblem,
+) -> Result<BrokerUrl, AddressProblem> {
+    if url.host_str().is_some_and(|host| !host.is_empty()) || url.port().is_some() {
+        return Err(invalid(
+            "a unix:// URL has no host or port: unix:///path/to.sock",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("a unix:// URL carries no credentials"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid("a fragment is not used by MQTT: remove it"));
+    }
+    let path = decode(url.path()).ok_or_else(|| invalid("the socket path is not UTF-8"))?;
+    if matches!(path.as_str(), "" | "/") {
+        return Err(invalid("no socket path: unix:///path/to.sock"));
+    }
+    let mut parsed = BrokerUrl {
+        host: String::new(),
+        port: 0,
+        tls: false,
+        route: Route::Unix(path),
+        username: None,
+        password: None,
         client_id: None,
         keep_alive: None,
         clean_session: None,
@@ -262,7 +360,7 @@ fn url_error_reason(e: url::ParseError) -> &'static str {
 
 /// `input` with the password of its `user:password@` part, if any, replaced. Works
 /// on text the `url` crate refuses too, so that no error can echo a password.
-fn redact(input: &str) -> Cow<'_, str> {
+pub(crate) fn redact(input: &str) -> Cow<'_, str> {
     let authority_start = input.find("://").map_or(0, |scheme_end| scheme_end + 3);
     let rest = &input[authority_start..];
     let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -329,7 +427,7 @@ mod tests {
         );
         assert_eq!(
             reason("http://x"),
-            "unsupported scheme: use mqtt:// or mqtts://"
+            "unsupported scheme: use mqtt://, mqtts://, ws://, wss:// or unix://"
         );
         assert_eq!(
             reason("mqtt://localhost:99999"),
@@ -340,9 +438,34 @@ mod tests {
         assert_eq!(reason("mqtt://:1883"), "empty host");
         assert_eq!(
             reason("mqtt://x/some/path"),
-            "a path or fragment is not used by MQTT: remove it"
+            "a path is used by ws:// and wss:// only: remove it"
         );
+        assert_eq!(
+            reason("unix://host/x.sock"),
+            "a unix:// URL has no host or port: unix:///path/to.sock"
+        );
+        assert_eq!(reason("unix:///"), "no socket path: unix:///path/to.sock");
         assert_eq!(reason("mqtt://:pw@x"), "a password without a user name");
+    }
+
+    #[test]
+    fn websocket_and_unix_urls() {
+        let ws = ok("ws://broker");
+        assert_eq!(
+            (ws.port(), ws.tls(), ws.websocket_path()),
+            (80, false, Some("/mqtt"))
+        );
+        let wss = ok("WSS://broker:8884/ws?client_id=x");
+        assert_eq!((wss.port(), wss.tls()), (8884, true));
+        assert_eq!(wss.websocket_path(), Some("/ws"));
+        assert_eq!(wss.client_id(), Some("x"));
+        assert_eq!(ok("mqtt://broker").websocket_path(), None);
+        let unix = ok("unix:///run/mosquitto%20x.sock?client_id=u");
+        assert_eq!(unix.unix_path(), Some("/run/mosquitto x.sock"));
+        assert_eq!(
+            (unix.host(), unix.port(), unix.client_id()),
+            ("", 0, Some("u"))
+        );
     }
 
     #[test]

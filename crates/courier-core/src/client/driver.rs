@@ -680,6 +680,23 @@ fn classify(error: LinkError, broker: String) -> ConnectError {
         LinkError::ClosedBeforeConnAck(source) => {
             ConnectError::ClosedBeforeConnAck { broker, source }
         }
+        LinkError::Transport(source) => ConnectError::Transport { broker, source },
+        LinkError::Proxy { proxy, source } => ConnectError::Proxy {
+            broker,
+            proxy,
+            source,
+        },
+        LinkError::ProxyRefused { proxy, status } => ConnectError::ProxyRefused {
+            broker,
+            proxy,
+            status,
+        },
+        #[cfg(feature = "websocket")]
+        LinkError::WebSocket { status, source } => ConnectError::WebSocket {
+            broker,
+            status,
+            source,
+        },
         other => ConnectError::Protocol {
             broker,
             source: Box::new(other),

@@ -22,8 +22,7 @@ use rumqttc::{
     ConnAck, Connect, ConnectReturnCode, Event, LastWill, Login, MqttState, Packet, PubComp, QoS,
     Request, StateError,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::budget::InboundBudget;
@@ -31,6 +30,7 @@ use super::lifecycle::deadline_after;
 use super::options::ValidOptions;
 use super::publish::wire_qos;
 use super::requests::RequestQueue;
+use super::transport::{self, TransportStream};
 
 /// Stop taking requests into one write once this many bytes are queued.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -81,6 +81,27 @@ pub(crate) enum LinkError {
     KeepAliveTimeout,
     #[error("not connected")]
     NotConnected,
+    /// A custom transport could not open its stream.
+    #[error("{0}")]
+    Transport(io::Error),
+    /// The HTTP CONNECT proxy could not be reached, or its answer was no HTTP.
+    #[error("proxy {proxy}: {source}")]
+    Proxy {
+        proxy: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP CONNECT proxy answered with a status other than 2xx.
+    #[error("proxy {proxy} refused the tunnel: HTTP {status}")]
+    ProxyRefused { proxy: String, status: u16 },
+    /// The WebSocket upgrade failed: an HTTP status other than 101, or no HTTP.
+    #[cfg(feature = "websocket")]
+    #[error("WebSocket handshake failed: {source}")]
+    WebSocket {
+        status: Option<u16>,
+        #[source]
+        source: crate::error::BoxError,
+    },
 }
 
 /// An incoming PUBLISH larger than the maximum packet size: its bytes were skipped
@@ -112,39 +133,9 @@ struct Skipped {
     queue: VecDeque<(u64, TooLarge)>,
 }
 
-/// The byte stream a connection runs on.
-trait Socket: AsyncRead + AsyncWrite + Send + Unpin {
-    /// Send the TCP acknowledgement of what was read now rather than after the
-    /// kernel's delay; a no-op where that cannot be asked for.
-    fn ack_now(&self) {}
-}
-
-impl Socket for TcpStream {
-    fn ack_now(&self) {
-        quick_ack(self);
-    }
-}
-
-#[cfg(feature = "tls")]
-impl Socket for tokio_rustls::client::TlsStream<TcpStream> {
-    fn ack_now(&self) {
-        quick_ack(self.get_ref().0);
-    }
-}
-
-/// Linux's `TCP_QUICKACK`: a delayed acknowledgement goes out at once. Best effort:
-/// on failure it goes out after the delay, as it would anyway.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn quick_ack(tcp: &TcpStream) {
-    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn quick_ack(_tcp: &TcpStream) {}
-
 /// One live connection: the socket and its buffers.
 struct Link {
-    socket: Box<dyn Socket>,
+    socket: Box<dyn TransportStream>,
     read: BytesMut,
     write: BytesMut,
     /// Fires every keep-alive period to send PINGREQ; `None` with keep-alive 0.
@@ -222,14 +213,11 @@ impl Engine {
     /// before the CONNACK.
     pub(crate) async fn connect(&mut self, opts: &ValidOptions) -> Result<bool, LinkError> {
         let b = &opts.builder;
-        let tcp = tcp_connect(&opts.host, b.port, b.tcp_nodelay).await?;
-        #[cfg(feature = "tls")]
-        let socket: Box<dyn Socket> = match &b.tls {
-            Some(tls) => Box::new(tls_connect(&opts.host, tls.rustls(), tcp).await?),
-            None => Box::new(tcp),
-        };
-        #[cfg(not(feature = "tls"))]
-        let socket: Box<dyn Socket> = Box::new(tcp);
+        let socket = opts
+            .transport
+            .connect()
+            .await
+            .map_err(transport::link_error)?;
         let mut link = Link {
             socket,
             read: BytesMut::new(),
@@ -734,7 +722,7 @@ fn check_topic(topic: &str) -> Result<(), LinkError> {
 }
 
 /// Read what the socket has into `read`. Cancel safe.
-async fn fill(socket: &mut Box<dyn Socket>, read: &mut BytesMut) -> Result<(), LinkError> {
+async fn fill(socket: &mut Box<dyn TransportStream>, read: &mut BytesMut) -> Result<(), LinkError> {
     read.reserve(READ_CHUNK);
     match socket.read_buf(read).await? {
         0 => Err(LinkError::Closed),
@@ -742,56 +730,13 @@ async fn fill(socket: &mut Box<dyn Socket>, read: &mut BytesMut) -> Result<(), L
     }
 }
 
-async fn tcp_connect(host: &str, port: u16, nodelay: bool) -> Result<TcpStream, LinkError> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|source| LinkError::Dns {
-            host: host.to_owned(),
-            source,
-        })?;
-    let mut last = None;
-    for addr in addrs {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_nodelay(nodelay)?;
-        match socket.connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(match last {
-        Some(e) => LinkError::Io(e),
-        None => LinkError::Dns {
-            host: host.to_owned(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
-        },
-    })
-}
-
 /// True when `error` carries a TLS failure (a rustls error, such as an alert
 /// from the broker).
 #[cfg(feature = "tls")]
-fn is_tls_error(error: &io::Error) -> bool {
+pub(crate) fn is_tls_error(error: &io::Error) -> bool {
     error
         .get_ref()
         .is_some_and(|inner| inner.is::<rustls::Error>())
-}
-
-#[cfg(feature = "tls")]
-async fn tls_connect(
-    host: &str,
-    config: std::sync::Arc<rustls::ClientConfig>,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| LinkError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(LinkError::Tls)
 }
 
 #[cfg(test)]
@@ -800,7 +745,7 @@ mod tests {
     use std::task::{Context, Poll};
 
     use rumqttc::{Outgoing, Publish, QoS as WireQoS};
-    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, DuplexStream};
 
     use super::*;
     use crate::client::Client;
@@ -822,7 +767,7 @@ mod tests {
         }
     }
 
-    impl Socket for Counted {
+    impl TransportStream for Counted {
         fn ack_now(&self) {
             self.quick_acks.fetch_add(1, Ordering::SeqCst);
         }
@@ -865,7 +810,7 @@ mod tests {
         requests: Arc<RequestQueue>,
         broker: DuplexStream,
         writes: Arc<AtomicUsize>,
-        /// Calls of `Socket::ack_now`.
+        /// Calls of `TransportStream::ack_now`.
         quick_acks: Arc<AtomicUsize>,
     }
 

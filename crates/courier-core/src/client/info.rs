@@ -16,7 +16,8 @@ pub struct ClientInfo {
     pub mode: String,
     /// Connections per address (1 but for a pool).
     pub pool_size: usize,
-    /// Broker addresses (`host:port`).
+    /// Broker addresses (`host:port`; a Unix socket as `unix:/path`, a custom
+    /// transport as its `Transport::peer`).
     pub addresses: Vec<String>,
     /// With a resolver in single-connection mode: the address in use.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,7 +88,8 @@ impl ClientInfo {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
-    /// The broker address (`host:port`).
+    /// The broker address (`host:port`, or as the transport names it; see
+    /// [`ClientInfo::addresses`]).
     pub address: String,
     /// Whether it carries the subscriptions that are not shared.
     pub primary: bool,

@@ -26,13 +26,17 @@ mod lifecycle;
 pub mod middleware;
 mod options;
 mod outbound;
+mod proxy;
 mod publish;
 mod requests;
 mod router;
 mod subscription;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
 mod watchdog;
+#[cfg(feature = "websocket")]
+mod websocket;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -42,16 +46,20 @@ use tokio_util::sync::CancellationToken;
 
 pub use backend::Backend;
 pub use backoff::Backoff;
-pub use broker_url::BrokerUrl;
+pub use broker_url::{BrokerUrl, DEFAULT_WS_PATH};
 pub use credentials::{BoxFuture, CredentialProvider, Credentials};
 pub use events::{ConnectionState, Event, EventStream};
 pub use handler::{Handler, HandlerResult};
 pub use info::{ClientInfo, ConnectionInfo};
 pub use options::{ClientBuilder, MQTT_MAX_PACKET_SIZE, SessionLossPolicy};
+pub use proxy::ProxyConfig;
 pub use publish::PublishBuilder;
 pub use subscription::{FilterGrant, SubscribeBuilder, Subscription, SubscriptionHandle};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
+#[cfg(unix)]
+pub use transport::UnixSocket;
+pub use transport::{Transport, TransportStream};
 #[cfg(feature = "test-util")]
 pub(crate) use {events::EVENT_BUFFER, publish::packet_size};
 

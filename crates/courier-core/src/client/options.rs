@@ -9,15 +9,17 @@ use bytes::Bytes;
 
 use super::Client;
 use super::backoff::Backoff;
-use super::broker_url::{AddressProblem, BrokerUrl};
+use super::broker_url::{AddressProblem, BrokerUrl, Route};
 use super::credentials::{BoxFuture, CredentialProvider, Credentials};
 use super::handler::Handler;
 use super::middleware::{
     BoxHandler, BoxPublisher, BoxStopper, BoxSubscriber, BoxUnsubscriber, Layer, Layers, Publisher,
     Stopper, Subscriber, Unsubscriber,
 };
+use super::proxy::ProxyConfig;
 #[cfg(feature = "tls")]
 use super::tls::TlsConfig;
+use super::transport::{Network, Transport};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::{ConfigError, ConnectError};
 use crate::qos::QoS;
@@ -69,6 +71,14 @@ pub(crate) struct LastWill {
 pub struct ClientBuilder {
     pub(crate) host: Option<String>,
     pub(crate) port: u16,
+    /// How the URL reaches the broker (TCP unless a `ws://` or `unix://` URL said).
+    pub(crate) route: Route,
+    /// A custom transport, in place of the route.
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) proxy: Option<ProxyConfig>,
+    /// Headers of the WebSocket upgrade, checked by `validate()`.
+    #[cfg(feature = "websocket")]
+    pub(crate) websocket_headers: Vec<(String, String)>,
     /// Why the last `url()` could not be used, reported by `validate()`.
     pub(crate) address_error: Option<AddressProblem>,
     pub(crate) client_id: String,
@@ -115,6 +125,11 @@ impl Default for ClientBuilder {
         ClientBuilder {
             host: None,
             port: 1883,
+            route: Route::Tcp,
+            transport: None,
+            proxy: None,
+            #[cfg(feature = "websocket")]
+            websocket_headers: Vec::new(),
             address_error: None,
             client_id: String::new(),
             username: None,
@@ -165,18 +180,24 @@ impl ClientBuilder {
         Self::default()
     }
 
-    /// The broker's host and port (the Go `WithAddress`).
+    /// The broker's host and port (the Go `WithAddress`). After a `ws://` or
+    /// `wss://` URL the connection stays a WebSocket (to this host and port); after a
+    /// `unix://` URL it is TCP again.
     pub fn address(mut self, host: impl Into<String>, port: u16) -> Self {
         self.host = Some(host.into());
         self.port = port;
         self.address_error = None;
+        if matches!(self.route, Route::Unix(_)) {
+            self.route = Route::Tcp;
+        }
         self
     }
 
     /// The broker as a URL, parsed by [`BrokerUrl`]:
     /// `mqtt://[user[:password]@]host[:port][?option=value&...]` (or `tcp://`, default
     /// port 1883) or `mqtts://...` (or `ssl://`, `tls://`, default port 8883, TLS with
-    /// the system's roots unless [`tls`](Self::tls) is also set). Schemes are
+    /// the system's roots unless [`tls`](Self::tls) is also set); `ws://` and `wss://`
+    /// with a WebSocket path (feature `websocket`); `unix:///path/to.sock`. Schemes are
     /// case-insensitive. The query options `client_id`, `keep_alive` (seconds) and
     /// `clean_session` (`true`/`false`), and the user name and password, override what
     /// was set before; setters called after `url` override them in turn. A bad URL is
@@ -186,6 +207,13 @@ impl ClientBuilder {
             Ok(parsed) => {
                 self.address_error = None;
                 self.use_url_tls(parsed.tls());
+                #[cfg(not(feature = "websocket"))]
+                if parsed.websocket_path().is_some() {
+                    self.address_error = Some(AddressProblem::Invalid {
+                        address: crate::error::quote_input(&super::broker_url::redact(url)),
+                        reason: "ws:// and wss:// need courier's `websocket` feature",
+                    });
+                }
                 parsed.apply_to(&mut self);
             }
             Err(problem) => self.address_error = Some(problem),
@@ -264,6 +292,33 @@ impl ClientBuilder {
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self.tls_from_url = false;
+        self
+    }
+
+    /// Open the broker connection with `transport` (QUIC, an in-memory pipe, a
+    /// socket from a supervisor, ...) instead of the one the address or URL selects.
+    /// The broker needs no address then: errors and logs name it by
+    /// [`Transport::peer`]. MQTT runs over the stream as over TCP; TLS, WebSocket and
+    /// proxy settings are the transport's own business and are not applied.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Tunnel the TCP connection through an HTTP CONNECT proxy; TLS, WebSocket and
+    /// MQTT run through the tunnel.
+    pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Send this HTTP header with the WebSocket upgrade of a `ws://` or `wss://`
+    /// URL (an authorisation token for a cloud broker, say); may be called several
+    /// times. An invalid name or value is reported by `connect`/`start` as
+    /// [`ConfigError::InvalidHeader`]; no error or `Debug` output shows the value.
+    #[cfg(feature = "websocket")]
+    pub fn websocket_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.websocket_headers.push((name.into(), value.into()));
         self
     }
 
@@ -620,19 +675,7 @@ impl ClientBuilder {
         if let Some(problem) = self.address_error {
             return Err(problem.into_error());
         }
-        let host = self.host.clone().ok_or(ConfigError::MissingAddress)?;
-        if host.is_empty() {
-            return Err(ConfigError::InvalidAddress {
-                address: host,
-                reason: "empty host",
-            });
-        }
-        if self.port == 0 {
-            return Err(ConfigError::InvalidAddress {
-                address: format!("{host}:0"),
-                reason: "port 0",
-            });
-        }
+        let transport = self.transport_to_use()?;
         let ka = self.keep_alive;
         if !ka.is_zero()
             && (ka < Duration::from_secs(1)
@@ -716,11 +759,95 @@ impl ClientBuilder {
             None => Credentials::username_only(u),
         });
         Ok(ValidOptions {
-            host,
+            transport,
             static_credentials,
             builder: self,
         })
     }
+}
+
+impl ClientBuilder {
+    /// The transport set, else the one the route selects.
+    fn transport_to_use(&self) -> Result<Arc<dyn Transport>, ConfigError> {
+        let not_tcp = |peer: String| ConfigError::InvalidAddress {
+            address: peer,
+            reason: "a proxy tunnels TCP only: not a Unix socket or a custom transport",
+        };
+        if let Some(transport) = &self.transport {
+            if self.proxy.is_some() {
+                return Err(not_tcp(transport.peer()));
+            }
+            return Ok(Arc::clone(transport));
+        }
+        match &self.route {
+            Route::Unix(path) => {
+                if self.proxy.is_some() {
+                    return Err(not_tcp(format!("unix:{path}")));
+                }
+                unix_socket(path)
+            }
+            Route::Tcp | Route::WebSocket { .. } => Ok(Arc::new(self.network()?)),
+        }
+    }
+
+    /// The built-in network transport to the configured host and port.
+    fn network(&self) -> Result<Network, ConfigError> {
+        let host = self.host.clone().ok_or(ConfigError::MissingAddress)?;
+        if host.is_empty() {
+            return Err(ConfigError::InvalidAddress {
+                address: host,
+                reason: "empty host",
+            });
+        }
+        if self.port == 0 {
+            return Err(ConfigError::InvalidAddress {
+                address: format!("{host}:0"),
+                reason: "port 0",
+            });
+        }
+        Ok(Network {
+            host,
+            port: self.port,
+            nodelay: self.tcp_nodelay,
+            proxy: self.proxy.clone(),
+            #[cfg(feature = "tls")]
+            tls: self.tls.as_ref().map(TlsConfig::rustls),
+            #[cfg(feature = "websocket")]
+            websocket: self.websocket_settings()?,
+        })
+    }
+
+    /// The WebSocket upgrade of a `ws://`/`wss://` route, its headers checked.
+    #[cfg(feature = "websocket")]
+    fn websocket_settings(
+        &self,
+    ) -> Result<Option<super::websocket::WebSocketSettings>, ConfigError> {
+        let Route::WebSocket { path } = &self.route else {
+            return Ok(None);
+        };
+        let headers = self
+            .websocket_headers
+            .iter()
+            .map(|(name, value)| super::websocket::WsHeader::new(name, value))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(super::websocket::WebSocketSettings {
+            path: path.clone(),
+            headers,
+        }))
+    }
+}
+
+#[cfg(unix)]
+fn unix_socket(path: &str) -> Result<Arc<dyn Transport>, ConfigError> {
+    Ok(Arc::new(super::transport::UnixSocket::new(path)))
+}
+
+#[cfg(not(unix))]
+fn unix_socket(path: &str) -> Result<Arc<dyn Transport>, ConfigError> {
+    Err(ConfigError::InvalidAddress {
+        address: format!("unix:{path}"),
+        reason: "Unix sockets exist on Unix only",
+    })
 }
 
 /// The most bytes a string or binary field of CONNECT can hold: its length is
@@ -745,20 +872,17 @@ pub(crate) fn check_credentials(credentials: &Credentials) -> Result<(), ConfigE
 
 /// Options that passed validation.
 pub(crate) struct ValidOptions {
-    pub(crate) host: String,
+    /// What opens the connection to the broker.
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) static_credentials: Option<Credentials>,
     pub(crate) builder: ClientBuilder,
 }
 
 impl ValidOptions {
-    /// The broker as errors and logs name it: `host:port`, an IPv6 host in brackets.
+    /// The broker as errors and logs name it: `host:port` (an IPv6 host in
+    /// brackets), or as a custom transport or Unix socket names it.
     pub(crate) fn broker(&self) -> String {
-        let port = self.builder.port;
-        if self.host.contains(':') {
-            format!("[{}]:{port}", self.host)
-        } else {
-            format!("{}:{port}", self.host)
-        }
+        self.transport.peer()
     }
 }
 
@@ -772,6 +896,20 @@ impl ClientBuilder {
     fn uses_tls(&self) -> bool {
         false
     }
+
+    /// The names of the WebSocket headers set (their values are secret).
+    #[cfg(feature = "websocket")]
+    fn websocket_header_names(&self) -> Vec<&str> {
+        self.websocket_headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    #[cfg(not(feature = "websocket"))]
+    fn websocket_header_names(&self) -> Vec<&str> {
+        Vec::new()
+    }
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -784,6 +922,10 @@ impl fmt::Debug for ClientBuilder {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("credential_provider", &self.credential_provider.is_some())
             .field("tls", &self.uses_tls())
+            .field("route", &self.route)
+            .field("transport", &self.transport.as_ref().map(|t| t.peer()))
+            .field("proxy", &self.proxy)
+            .field("websocket_headers", &self.websocket_header_names())
             .field("keep_alive", &self.keep_alive)
             .field("connect_timeout", &self.connect_timeout)
             .field("write_timeout", &self.write_timeout)
@@ -875,6 +1017,56 @@ mod tests {
         ));
         assert!(matches!(
             err(valid().url("mqtt://x:notaport")),
+            Some(ConfigError::InvalidAddress { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn transports_are_chosen_by_url_and_builder() {
+        let peer = |b: ClientBuilder| b.validate().map(|o| o.broker());
+        assert_eq!(peer(valid()).unwrap(), "localhost:1883");
+        assert_eq!(
+            peer(valid().url("unix:///run/m.sock")).unwrap(),
+            "unix:/run/m.sock"
+        );
+        assert_eq!(
+            peer(valid().url("unix:///run/m.sock").address("h", 1884)).unwrap(),
+            "h:1884"
+        );
+        #[cfg(unix)]
+        assert_eq!(
+            peer(
+                ClientBuilder::new()
+                    .client_id("t")
+                    .transport(super::super::transport::UnixSocket::new("/s"))
+            )
+            .unwrap(),
+            "unix:/s"
+        );
+        assert!(matches!(
+            err(valid()
+                .url("unix:///run/m.sock")
+                .proxy(ProxyConfig::new("p", 3128))),
+            Some(ConfigError::InvalidAddress { .. })
+        ));
+        #[cfg(feature = "websocket")]
+        {
+            let with_header = |value: &str| {
+                valid()
+                    .url("ws://h/mqtt")
+                    .websocket_header("Authorization", value)
+            };
+            assert!(with_header("Bearer x").validate().is_ok());
+            let bad = err(with_header("s3cret\n"));
+            assert!(
+                matches!(&bad, Some(ConfigError::InvalidHeader { .. })),
+                "{bad:?}"
+            );
+            assert!(!format!("{bad:?}").contains("s3cret"));
+        }
+        #[cfg(not(feature = "websocket"))]
+        assert!(matches!(
+            err(valid().url("ws://h")),
             Some(ConfigError::InvalidAddress { .. })
         ));
     }
