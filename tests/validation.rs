@@ -7,7 +7,7 @@ use courier::{
     Client, ConfigError, ConnectError, Event, PublishError, QoS, SubscribeError, TopicError,
     UnsubscribeError,
 };
-use courier_integration_tests::{BrokerKind, assert_silent, broker, client, recv_n};
+use courier_integration_tests::{Capability, assert_silent, broker, client, recv_n};
 use futures_util::StreamExt;
 
 #[tokio::test]
@@ -97,9 +97,14 @@ async fn unusual_but_valid_topics_pass_unchanged() {
         "é/ü/日本",
         "\u{feff}bom",
     ];
-    if broker.kind() == BrokerKind::Embedded {
+    if !broker.supports(Capability::NonAsciiTopics) {
         // rumqttd 0.20's router panics slicing non-ASCII topics (a broker bug).
         topics.retain(|t| t.is_ascii());
+    }
+    if !broker.supports(Capability::SpacesAndDotsInTopics) {
+        // NATS maps topics to subjects, where both are separators: it closes the
+        // connection of a client publishing such a topic.
+        topics.retain(|t| !t.contains([' ', '.']));
     }
     for topic in &topics {
         c.publish(*topic, *topic).await.unwrap();
