@@ -169,10 +169,7 @@ async fn multi_mode_spreads_publishes_over_every_broker() {
     const N: u64 = 300;
     if !selected_broker_has(
         "multi_mode_spreads_publishes_over_every_broker",
-        &[
-            Capability::SeparateInstances,
-            Capability::SharedSubscriptions,
-        ],
+        &[Capability::OwnBroker, Capability::SharedSubscriptions],
     ) {
         return;
     }
@@ -272,10 +269,7 @@ async fn shared_subscription_splits_messages_between_two_clusters() {
     const N: u64 = 300;
     if !selected_broker_has(
         "shared_subscription_splits_messages_between_two_clusters",
-        &[
-            Capability::SeparateInstances,
-            Capability::SharedSubscriptions,
-        ],
+        &[Capability::OwnBroker, Capability::SharedSubscriptions],
     ) {
         return;
     }
@@ -346,7 +340,7 @@ async fn removing_then_killing_a_broker_loses_no_qos1_publish() {
     if !selected_broker_has(
         "removing_then_killing_a_broker_loses_no_qos1_publish",
         &[
-            Capability::SeparateInstances,
+            Capability::OwnBroker,
             Capability::Restart,
             Capability::SharedSubscriptions,
         ],
@@ -486,7 +480,7 @@ async fn killing_a_listed_broker_fails_no_publish() {
     const N: u64 = 1000;
     if !selected_broker_has(
         "killing_a_listed_broker_fails_no_publish",
-        &[Capability::SeparateInstances, Capability::Restart],
+        &[Capability::OwnBroker, Capability::Restart],
     ) {
         return;
     }
@@ -586,7 +580,7 @@ async fn single_mode_fails_over_to_the_next_address() {
     const N: u64 = 100;
     if !selected_broker_has(
         "single_mode_fails_over_to_the_next_address",
-        &[Capability::SeparateInstances, Capability::Restart],
+        &[Capability::OwnBroker, Capability::Restart],
     ) {
         return;
     }

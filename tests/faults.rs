@@ -57,7 +57,7 @@ use courier::{
     Subscription,
 };
 use courier_integration_tests::{
-    BrokerOptions, Capability, TestBroker, broker, broker_with, client, eventually,
+    BrokerOptions, Capability, TestBroker, broker, broker_with, client, eventually, needs,
     selected_broker_has,
 };
 use courier_testkit::mqtt::{
@@ -2095,6 +2095,9 @@ async fn f10_a_thread_blocking_handler_keeps_the_connection() {
 async fn slow_handler_scenario(scenario: &str, block_thread: bool) {
     const N: u64 = 5;
     let broker = broker().await;
+    if !needs(&broker, scenario, &[Capability::NoResendWhileConnected]) {
+        return;
+    }
     let c = client(&broker, &format!("{scenario}-c"))
         .keep_alive(secs(2))
         .connect()

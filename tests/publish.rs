@@ -83,6 +83,13 @@ async fn typed_values_round_trip_through_the_codec() {
 #[tokio::test]
 async fn retained_messages_reach_later_subscribers() {
     let broker = broker().await;
+    if !needs(
+        &broker,
+        "retained_messages_reach_later_subscribers",
+        &[Capability::RetainedForWildcards],
+    ) {
+        return;
+    }
     let c = client(&broker, "retain").connect().await.unwrap();
     c.publish("retained/state", "on")
         .retain(true)

@@ -18,9 +18,10 @@ pub enum Capability {
     /// [`pause`](crate::TestBroker::pause) and [`resume`](crate::TestBroker::resume)
     /// (SIGSTOP/SIGCONT): a stalled broker with its connections open.
     Freeze,
-    /// Several independent brokers in one test: every start gives a broker of
-    /// its own, sharing no sessions or messages with the others.
-    SeparateInstances,
+    /// A broker of its own for every start: several independent brokers in
+    /// one test, and no other test's traffic (a `#` subscription sees only
+    /// this test's messages).
+    OwnBroker,
     /// QoS 2 granted and delivered end to end (PUBREC/PUBREL/PUBCOMP).
     Qos2,
     /// Persistent sessions (clean session off): subscriptions kept and QoS 1/2
@@ -37,6 +38,12 @@ pub enum Capability {
     /// A broker without persistence forgets its sessions when killed or
     /// restarted: the next CONNACK says no session is present.
     SessionsLostWhenKilled,
+    /// A retained message reaches a later subscription whose filter has
+    /// wildcards and matches its topic.
+    RetainedForWildcards,
+    /// A QoS 1 message is not sent again on the connection it was sent on,
+    /// however long the client takes to acknowledge it.
+    NoResendWhileConnected,
     /// Shared subscriptions, `$share/<group>/<filter>`, each message to one member.
     SharedSubscriptions,
     /// The MQTT 3.1.1 spec's handling of a client id already connected: the
@@ -65,15 +72,17 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 17] = [
+    pub const ALL: [Capability; 19] = [
         Capability::Restart,
         Capability::Freeze,
-        Capability::SeparateInstances,
+        Capability::OwnBroker,
         Capability::Qos2,
         Capability::PersistentSessions,
         Capability::ResendOnResume,
         Capability::SessionsAcrossRestart,
         Capability::SessionsLostWhenKilled,
+        Capability::RetainedForWildcards,
+        Capability::NoResendWhileConnected,
         Capability::SharedSubscriptions,
         Capability::ClientIdTakeover,
         Capability::Credentials,
@@ -90,7 +99,7 @@ impl Capability {
         match self {
             Capability::Restart => "stop, kill and restart on the same port",
             Capability::Freeze => "freezing the broker process (SIGSTOP)",
-            Capability::SeparateInstances => "several independent brokers in one test",
+            Capability::OwnBroker => "a broker of its own, not shared with other tests",
             Capability::Qos2 => "QoS 2 end to end",
             Capability::PersistentSessions => "persistent sessions (clean session off)",
             Capability::ResendOnResume => {
@@ -98,6 +107,10 @@ impl Capability {
             }
             Capability::SessionsAcrossRestart => "persistent sessions kept across a restart",
             Capability::SessionsLostWhenKilled => "sessions forgotten when the broker is killed",
+            Capability::RetainedForWildcards => "retained messages for wildcard subscriptions",
+            Capability::NoResendWhileConnected => {
+                "no re-sending of an unacknowledged message on the same connection"
+            }
             Capability::SharedSubscriptions => "shared subscriptions ($share/)",
             Capability::ClientIdTakeover => {
                 "the spec's client-id takeover (old connection closed at once)"
@@ -128,24 +141,30 @@ impl BrokerKind {
         let kinds: &[BrokerKind] = match capability {
             // The RabbitMQ node is shared by the tests of a process.
             C::Restart | C::Freeze => &[M, N],
-            C::SeparateInstances => &[M, E, N],
+            C::OwnBroker => &[M, E, N],
             // NATS 2.9 and RabbitMQ 3.10 grant QoS 1 for a QoS 2 subscription.
             C::Qos2 => &[M, E],
             // rumqttd keeps no sessions.
             C::PersistentSessions => &[M, N, R],
-            // NATS sends them again only when JetStream's ack wait (30 s) expires.
-            C::ResendOnResume => &[M, R],
+            // NATS sends them again only when JetStream's ack wait (30 s) expires;
+            // RabbitMQ 3.10 sends the acknowledged ones again too.
+            C::ResendOnResume => &[M],
             C::SessionsAcrossRestart => &[M],
             // NATS keeps sessions in JetStream's store, which survives a SIGKILL.
             C::SessionsLostWhenKilled => &[M],
+            // RabbitMQ 3.10 delivers retained messages to exact-topic filters only.
+            C::RetainedForWildcards => &[M, E, N],
+            // RabbitMQ 3.10 sent a QoS 1 message again, on the same connection,
+            // while the client's handler held it for a second.
+            C::NoResendWhileConnected => &[M, E, N],
             C::SharedSubscriptions => &[M, E],
             C::ClientIdTakeover => &[M, N, R],
             C::Credentials => &[M, N],
             C::MessageSizeLimit => &[M],
             // rumqttd delivers at the granted QoS.
             C::MinQosDelivery => &[M, N, R],
-            // rumqttd and NATS send one copy per matching subscription.
-            C::OneCopyForOverlaps => &[M, R],
+            // rumqttd, NATS and RabbitMQ send one copy per matching subscription.
+            C::OneCopyForOverlaps => &[M],
             // rumqttd 0.20's router panics slicing non-ASCII topics.
             C::NonAsciiTopics => &[M, N, R],
             // NATS maps topics to subjects: a space or dot closes the connection.
