@@ -169,7 +169,11 @@ async fn multi_mode_spreads_publishes_over_every_broker() {
     const N: u64 = 300;
     if !selected_broker_has(
         "multi_mode_spreads_publishes_over_every_broker",
-        &[Capability::OwnBroker, Capability::SharedSubscriptions],
+        &[
+            Capability::OwnBroker,
+            Capability::SharedSubscriptions,
+            Capability::SteadyUnderLoad,
+        ],
     ) {
         return;
     }

@@ -27,6 +27,9 @@
 //! # }
 //! ```
 //!
+//! [`NatsCluster`] starts a cluster of NATS servers (routes, replicated
+//! JetStream, an MQTT listener per node) for failover tests.
+//!
 //! [`EmbeddedBroker`] starts a rumqttd broker on a given address, for example
 //! programs that need a broker on `localhost:1883` when none is running.
 //!
@@ -45,6 +48,7 @@ pub mod mock;
 mod mosquitto;
 pub mod mqtt;
 mod nats;
+mod nats_cluster;
 mod options;
 mod process;
 pub mod proxy;
@@ -59,6 +63,7 @@ pub use capability::Capability;
 pub use embedded::EmbeddedBroker;
 pub use kind::BrokerKind;
 pub use mock::{MockBroker, MockConnection};
+pub use nats_cluster::NatsCluster;
 pub use options::BrokerOptions;
 pub use proxy::{Close, Direction, FaultProxy};
 
