@@ -24,9 +24,15 @@ use courier_core::{Backoff, Client, ClientBuilder, PublishError, QoS, Subscripti
 use courier_testkit::{BrokerKind, NatsCluster};
 use tokio::time::Instant;
 
-/// Starts the cluster, or `None` (test skipped) when the environment does not
-/// select NATS.
-async fn nats_cluster_or_skip(test: &str) -> Option<NatsCluster> {
+/// One cluster at a time: three clusters of three JetStream servers at once on a
+/// two-core machine measure the machine, not the failover.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts the cluster (holding [`ONE_AT_A_TIME`] for the test), or `None` (test
+/// skipped) when the environment does not select NATS.
+async fn nats_cluster_or_skip(
+    test: &str,
+) -> Option<(NatsCluster, tokio::sync::MutexGuard<'static, ()>)> {
     let selected = BrokerKind::from_env().unwrap();
     if selected != BrokerKind::Nats {
         eprintln!(
@@ -35,7 +41,8 @@ async fn nats_cluster_or_skip(test: &str) -> Option<NatsCluster> {
         );
         return None;
     }
-    Some(NatsCluster::start(3).await.unwrap())
+    let turn = ONE_AT_A_TIME.lock().await;
+    Some((NatsCluster::start(3).await.unwrap(), turn))
 }
 
 fn addresses(cluster: &NatsCluster) -> Vec<Address> {
@@ -125,7 +132,7 @@ async fn record(mut sub: Subscription, into: Arc<Mutex<Vec<u64>>>) {
 #[tokio::test]
 async fn a_publisher_on_one_node_reaches_a_subscriber_on_another() {
     const N: u64 = 200;
-    let Some(cluster) =
+    let Some((cluster, _turn)) =
         nats_cluster_or_skip("a_publisher_on_one_node_reaches_a_subscriber_on_another").await
     else {
         return;
@@ -164,7 +171,7 @@ async fn killing_a_node_fails_over_and_loses_no_acknowledged_message() {
     const N: u64 = 1500;
     const KILL_AT: u64 = 500;
     const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-    let Some(mut cluster) =
+    let Some((mut cluster, _turn)) =
         nats_cluster_or_skip("killing_a_node_fails_over_and_loses_no_acknowledged_message").await
     else {
         return;
@@ -211,7 +218,12 @@ async fn killing_a_node_fails_over_and_loses_no_acknowledged_message() {
         }
     }
     let published_in = started.elapsed();
-    let connected_after_kill = publisher.info().connected_count();
+    let killed_node = format!("{}:{}", cluster.host(), cluster.ports()[0]);
+    let killed_node_connected = publisher
+        .info()
+        .connections
+        .iter()
+        .any(|c| c.address == killed_node && c.client.connected);
     // Every acknowledged message must arrive; wait for them, then for stragglers.
     let all_arrived = eventually(Duration::from_secs(40), || {
         let tally = subscriber.tally();
@@ -241,15 +253,15 @@ async fn killing_a_node_fails_over_and_loses_no_acknowledged_message() {
     println!(
         "cluster-nats: failover: published={N} kill_at={KILL_AT} acked={} acked_after_kill={acked_after_kill} \
          errors={errors:?} lost={} duplicated={duplicated} unacked_but_delivered={unacked_but_delivered} \
-         failover_ms={failover_ms} published_in_ms={} connected_after_kill={connected_after_kill} reconnected={reconnected}",
+         failover_ms={failover_ms} published_in_ms={} killed_node_connected={killed_node_connected} reconnected={reconnected}",
         acked.len(),
         lost.len(),
         published_in.as_millis(),
     );
     assert!(all_arrived, "acknowledged but never delivered: {lost:?}");
     assert!(lost.is_empty());
-    assert_eq!(
-        connected_after_kill, 2,
+    assert!(
+        !killed_node_connected,
         "the killed node's connection is down"
     );
     assert!(
@@ -275,7 +287,9 @@ fn error_kind(error: &PublishError) -> String {
 #[tokio::test]
 async fn the_resolver_learns_membership_changes() {
     const N: u64 = 90;
-    let Some(cluster) = nats_cluster_or_skip("the_resolver_learns_membership_changes").await else {
+    let Some((cluster, _turn)) =
+        nats_cluster_or_skip("the_resolver_learns_membership_changes").await
+    else {
         return;
     };
     let nodes = addresses(&cluster);

@@ -139,6 +139,10 @@ impl BrokerProcess {
     fn wait_all_threads_stopped(&self, pid: Pid) -> io::Result<()> {
         let deadline = std::time::Instant::now() + STOP_TIMEOUT;
         let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+        if !tasks.is_dir() {
+            // No procfs (not Linux): the signal is all there is to go on.
+            return Ok(());
+        }
         loop {
             let all_stopped = fs::read_dir(&tasks)?.all(|task| {
                 task.ok()
