@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use courier::{Client, ConnectError, ConnectionState, Credentials, Event, RefusedReason};
 use courier_integration_tests::{
-    BrokerOptions, broker, broker_with, client, mosquitto_mode, needs_mosquitto,
+    BrokerOptions, Capability, broker, broker_with, client, needs, selected_broker_has,
 };
 use futures_util::StreamExt;
 
@@ -31,7 +31,10 @@ async fn connect_resolves_after_connack() {
 
 #[tokio::test]
 async fn refused_connection_reports_the_brokers_reason() {
-    if !mosquitto_mode("refused_connection_reports_the_brokers_reason") {
+    if !selected_broker_has(
+        "refused_connection_reports_the_brokers_reason",
+        &[Capability::Credentials],
+    ) {
         return;
     }
     let broker = broker_with(BrokerOptions::new().credentials("alice", "right")).await;
@@ -131,13 +134,13 @@ async fn invalid_options_fail_before_connecting() {
 /// The provider is asked before every attempt, and a failing provider is retried.
 #[tokio::test]
 async fn credentials_are_fetched_before_every_connect() {
-    if !mosquitto_mode("credentials_are_fetched_before_every_connect") {
+    if !selected_broker_has(
+        "credentials_are_fetched_before_every_connect",
+        &[Capability::Credentials, Capability::Restart],
+    ) {
         return;
     }
     let mut broker = broker_with(BrokerOptions::new().credentials("svc", "token-2")).await;
-    if !needs_mosquitto(&broker, "credentials_are_fetched_before_every_connect") {
-        return;
-    }
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
     // First call fails, second returns a bad token, then the good one.
@@ -181,7 +184,11 @@ async fn credentials_are_fetched_before_every_connect() {
 #[tokio::test]
 async fn start_retries_until_the_broker_appears() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "start_retries_until_the_broker_appears") {
+    if !needs(
+        &broker,
+        "start_retries_until_the_broker_appears",
+        &[Capability::Restart],
+    ) {
         return;
     }
     broker.stop().await.unwrap();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use courier::{Client, ConnectError, Event, RefusedReason};
 use courier_integration_tests::{
-    BrokerOptions, broker, broker_with, client, mosquitto_mode, needs_mosquitto, recv_n,
+    BrokerOptions, Capability, broker, broker_with, client, needs, recv_n, selected_broker_has,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +27,10 @@ use tokio::net::TcpListener;
 /// error says so, with the broker's address, and `is_auth_failure` covers it.
 #[tokio::test]
 async fn wrong_password_is_refused_with_code_5_naming_the_broker() {
-    if !mosquitto_mode("wrong_password_is_refused_with_code_5_naming_the_broker") {
+    if !selected_broker_has(
+        "wrong_password_is_refused_with_code_5_naming_the_broker",
+        &[Capability::Credentials],
+    ) {
         return;
     }
     let broker = broker_with(BrokerOptions::new().credentials("alice", "right")).await;
@@ -60,7 +63,11 @@ async fn wrong_password_is_refused_with_code_5_naming_the_broker() {
 #[tokio::test]
 async fn tcp_failure_names_the_broker_and_the_cause() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "tcp_failure_names_the_broker_and_the_cause") {
+    if !needs(
+        &broker,
+        "tcp_failure_names_the_broker_and_the_cause",
+        &[Capability::Restart],
+    ) {
         return;
     }
     let builder = client(&broker, "tcp-refused");
@@ -84,7 +91,11 @@ async fn tcp_failure_names_the_broker_and_the_cause() {
 #[tokio::test]
 async fn connack_timeout_names_the_broker() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "connack_timeout_names_the_broker") {
+    if !needs(
+        &broker,
+        "connack_timeout_names_the_broker",
+        &[Capability::Freeze],
+    ) {
         return;
     }
     broker.pause().unwrap();
@@ -233,7 +244,11 @@ fn captured_logs() -> &'static Captured {
 #[tokio::test]
 async fn retry_logs_name_the_client_and_the_broker() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "retry_logs_name_the_client_and_the_broker") {
+    if !needs(
+        &broker,
+        "retry_logs_name_the_client_and_the_broker",
+        &[Capability::Restart],
+    ) {
         return;
     }
     let captured = captured_logs();
@@ -267,9 +282,10 @@ async fn retry_logs_name_the_client_and_the_broker() {
 #[tokio::test]
 async fn an_event_reader_accounts_for_every_failed_attempt_of_an_outage() {
     let mut broker = broker().await;
-    if !needs_mosquitto(
+    if !needs(
         &broker,
         "an_event_reader_accounts_for_every_failed_attempt_of_an_outage",
+        &[Capability::Restart],
     ) {
         return;
     }

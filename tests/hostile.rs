@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use courier::Event;
-use courier_integration_tests::{broker, client, client_id, needs_mosquitto};
+use courier_integration_tests::{Capability, broker, client, client_id, needs};
 
 /// Count the `Connected` and `SessionTakenOver` events of a builder's client.
 #[derive(Default)]
@@ -45,7 +45,11 @@ impl Counts {
 #[tokio::test]
 async fn two_clients_sharing_a_client_id_do_not_storm() {
     let broker = broker().await;
-    if !needs_mosquitto(&broker, "two_clients_sharing_a_client_id_do_not_storm") {
+    if !needs(
+        &broker,
+        "two_clients_sharing_a_client_id_do_not_storm",
+        &[Capability::ClientIdTakeover],
+    ) {
         return;
     }
     let id = client_id("twin");
@@ -222,9 +226,10 @@ async fn a_provided_user_name_over_65535_bytes_fails_the_attempt_before_sending(
 #[tokio::test]
 async fn a_queued_message_over_the_size_limit_is_reported_not_a_reconnect_loop() {
     let broker = broker().await;
-    if !needs_mosquitto(
+    if !needs(
         &broker,
         "a_queued_message_over_the_size_limit_is_reported_not_a_reconnect_loop",
+        &[Capability::PersistentSessions],
     ) {
         return;
     }

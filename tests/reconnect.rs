@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use courier::{Client, Event, PublishError, QoS, SessionLossPolicy};
 use courier_integration_tests::{
-    BrokerOptions, broker, broker_with, client, needs_mosquitto, next_connected, recv_n,
+    BrokerOptions, Capability, broker, broker_with, client, needs, next_connected, recv_n,
     spawn_publish,
 };
 use futures_util::StreamExt;
@@ -24,7 +24,11 @@ async fn broker_restart_mid_stream_loses_no_qos1_message() {
             .max_queued_messages(100_000),
     )
     .await;
-    if !needs_mosquitto(&broker, "broker_restart_mid_stream_loses_no_qos1_message") {
+    if !needs(
+        &broker,
+        "broker_restart_mid_stream_loses_no_qos1_message",
+        &[Capability::Restart, Capability::SessionsAcrossRestart],
+    ) {
         return;
     }
     let sub_client = client(&broker, "restart-sub")
@@ -109,7 +113,11 @@ async fn broker_restart_mid_stream_loses_no_qos1_message() {
 #[tokio::test]
 async fn subscriptions_are_remade_when_the_session_is_lost() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "subscriptions_are_remade_when_the_session_is_lost") {
+    if !needs(
+        &broker,
+        "subscriptions_are_remade_when_the_session_is_lost",
+        &[Capability::Restart, Capability::SessionsLostWhenKilled],
+    ) {
         return;
     }
     let c = client(&broker, "resub")
@@ -160,9 +168,10 @@ async fn subscriptions_are_remade_when_the_session_is_lost() {
 async fn in_flight_publishes_survive_or_fail_a_lost_session() {
     for policy in [SessionLossPolicy::Republish, SessionLossPolicy::Fail] {
         let mut broker = broker().await;
-        if !needs_mosquitto(
+        if !needs(
             &broker,
             "in_flight_publishes_survive_or_fail_a_lost_session",
+            &[Capability::Restart, Capability::Freeze, Capability::Qos2],
         ) {
             return;
         }
@@ -230,9 +239,10 @@ async fn in_flight_publishes_survive_or_fail_a_lost_session() {
 #[tokio::test]
 async fn without_auto_reconnect_a_loss_fails_pending_publishes() {
     let mut broker = broker().await;
-    if !needs_mosquitto(
+    if !needs(
         &broker,
         "without_auto_reconnect_a_loss_fails_pending_publishes",
+        &[Capability::Restart, Capability::Freeze],
     ) {
         return;
     }
@@ -271,7 +281,11 @@ async fn without_auto_reconnect_a_loss_fails_pending_publishes() {
 #[tokio::test]
 async fn reconnect_attempts_back_off() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "reconnect_attempts_back_off") {
+    if !needs(
+        &broker,
+        "reconnect_attempts_back_off",
+        &[Capability::Restart],
+    ) {
         return;
     }
     let c = client(&broker, "backoff")

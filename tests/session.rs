@@ -21,8 +21,8 @@ use courier::{
     Client, ClientBuilder, ConnectionState, Event, Message, PublishError, QoS, RefusedReason,
 };
 use courier_integration_tests::{
-    BrokerOptions, TestBroker, broker, broker_with, client, client_id, eventually, mosquitto_mode,
-    needs_mosquitto, next_connected, quick_reconnects, recv_n,
+    BrokerOptions, Capability, TestBroker, broker, broker_with, client, client_id, eventually,
+    needs, next_connected, quick_reconnects, recv_n, selected_broker_has,
 };
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -83,7 +83,11 @@ fn payloads(messages: &[Message]) -> Vec<String> {
 #[tokio::test]
 async fn messages_queued_while_away_reach_the_subscription_made_after_connect() {
     let broker = broker().await;
-    if !needs_mosquitto(&broker, "messages_queued_while_away_reach_...") {
+    if !needs(
+        &broker,
+        "messages_queued_while_away_reach_...",
+        &[Capability::PersistentSessions],
+    ) {
         return;
     }
     let id = client_id("away");
@@ -108,7 +112,11 @@ async fn messages_queued_while_away_reach_the_subscription_made_after_connect() 
 #[tokio::test]
 async fn unacknowledged_messages_of_the_last_session_reach_the_next_one() {
     let broker = broker().await;
-    if !needs_mosquitto(&broker, "unacknowledged_messages_of_the_last_session_...") {
+    if !needs(
+        &broker,
+        "unacknowledged_messages_of_the_last_session_...",
+        &[Capability::PersistentSessions, Capability::ResendOnResume],
+    ) {
         return;
     }
     let id = client_id("unacked");
@@ -147,7 +155,11 @@ async fn unacknowledged_messages_of_the_last_session_reach_the_next_one() {
 #[tokio::test]
 async fn a_qos2_stop_and_restart_handles_each_message_exactly_once() {
     let broker = broker().await;
-    if !needs_mosquitto(&broker, "a_qos2_stop_and_restart_...") {
+    if !needs(
+        &broker,
+        "a_qos2_stop_and_restart_...",
+        &[Capability::PersistentSessions, Capability::Qos2],
+    ) {
         return;
     }
     let id = client_id("exactly-once");
@@ -234,7 +246,11 @@ async fn a_qos2_stop_and_restart_handles_each_message_exactly_once() {
 #[tokio::test]
 async fn a_stream_ends_at_stop_and_its_unread_messages_come_back() {
     let broker = broker().await;
-    if !needs_mosquitto(&broker, "a_stream_ends_at_stop_...") {
+    if !needs(
+        &broker,
+        "a_stream_ends_at_stop_...",
+        &[Capability::PersistentSessions, Capability::ResendOnResume],
+    ) {
         return;
     }
     let id = client_id("unread");
@@ -300,7 +316,11 @@ async fn stop_returns_at_once_while_not_connected() {
 #[tokio::test]
 async fn abort_cuts_the_connection_the_will_is_published_and_calls_fail() {
     let mut broker = broker().await;
-    if !needs_mosquitto(&broker, "abort_cuts_the_connection_...") {
+    if !needs(
+        &broker,
+        "abort_cuts_the_connection_...",
+        &[Capability::Freeze],
+    ) {
         return;
     }
     let watcher = client(&broker, "will-watcher").connect().await.unwrap();
@@ -357,7 +377,11 @@ async fn a_graceful_stop_publishes_no_will_and_reports_disconnected_then_stopped
 #[tokio::test]
 async fn session_present_is_readable_after_connect_and_reconnect() {
     let mut broker = broker_with(BrokerOptions::new().persistence(true)).await;
-    if !needs_mosquitto(&broker, "session_present_is_readable_...") {
+    if !needs(
+        &broker,
+        "session_present_is_readable_...",
+        &[Capability::Restart, Capability::SessionsAcrossRestart],
+    ) {
         return;
     }
     let id = client_id("present");
@@ -388,7 +412,11 @@ async fn session_present_is_readable_after_connect_and_reconnect() {
 #[tokio::test]
 async fn the_granted_qos_is_readable_and_messages_arrive_at_it() {
     let broker = broker_with(BrokerOptions::new().config_line("max_qos 1")).await;
-    if !needs_mosquitto(&broker, "the_granted_qos_is_readable_...") {
+    if !needs(
+        &broker,
+        "the_granted_qos_is_readable_...",
+        &[Capability::MosquittoConfig],
+    ) {
         return;
     }
     let c = client(&broker, "max-qos").connect().await.unwrap();
@@ -424,7 +452,10 @@ fn dynsec_plugin() -> Option<std::path::PathBuf> {
 /// granted filter keeps receiving.
 #[tokio::test]
 async fn a_filter_denied_by_an_acl_is_refused_and_the_others_keep_receiving() {
-    if !mosquitto_mode("a_filter_denied_by_an_acl_...") {
+    if !selected_broker_has(
+        "a_filter_denied_by_an_acl_...",
+        &[Capability::MosquittoConfig],
+    ) {
         return;
     }
     let Some(plugin) = dynsec_plugin() else {
@@ -477,7 +508,10 @@ async fn a_filter_denied_by_an_acl_is_refused_and_the_others_keep_receiving() {
 /// wrong password with return code 5, not authorized).
 #[tokio::test]
 async fn a_refusal_stops_a_started_client_when_asked_and_says_why() {
-    if !mosquitto_mode("a_refusal_stops_a_started_client_...") {
+    if !selected_broker_has(
+        "a_refusal_stops_a_started_client_...",
+        &[Capability::Credentials],
+    ) {
         return;
     }
     let broker = broker_with(BrokerOptions::new().credentials("svc", "right")).await;
@@ -523,7 +557,11 @@ async fn a_refusal_stops_a_started_client_when_asked_and_says_why() {
 #[tokio::test]
 async fn a_message_no_subscription_claims_is_reported_or_goes_to_the_fallback() {
     let broker = broker().await;
-    if !needs_mosquitto(&broker, "a_message_no_subscription_claims_...") {
+    if !needs(
+        &broker,
+        "a_message_no_subscription_claims_...",
+        &[Capability::PersistentSessions],
+    ) {
         return;
     }
     let id = client_id("orphan");

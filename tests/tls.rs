@@ -8,7 +8,7 @@
 use courier::{Client, ConnectError, TlsConfig};
 use courier_integration_tests::pki::{Pki, ca, pki};
 use courier_integration_tests::{
-    BrokerOptions, TestBroker, broker_with, client_id, mosquitto_mode, recv_n,
+    BrokerOptions, Capability, TestBroker, broker_with, client_id, recv_n, selected_broker_has,
 };
 
 /// A Mosquitto with a TLS listener (certificates from `pki`) beside its plain one;
@@ -35,7 +35,10 @@ async fn tls_broker_with(pki: &Pki, extra: &[&str]) -> (TestBroker, u16) {
 
 #[tokio::test]
 async fn tls_connects_with_the_right_ca_and_refuses_another() {
-    if !mosquitto_mode("tls_connects_with_the_right_ca_and_refuses_another") {
+    if !selected_broker_has(
+        "tls_connects_with_the_right_ca_and_refuses_another",
+        &[Capability::MosquittoConfig],
+    ) {
         return;
     }
     let pki = pki();
@@ -73,7 +76,10 @@ async fn tls_connects_with_the_right_ca_and_refuses_another() {
 /// source), and a client without TLS is reset by the broker before CONNACK.
 #[tokio::test]
 async fn tls_errors_name_the_broker_and_the_reason() {
-    if !mosquitto_mode("tls_errors_name_the_broker_and_the_reason") {
+    if !selected_broker_has(
+        "tls_errors_name_the_broker_and_the_reason",
+        &[Capability::MosquittoConfig],
+    ) {
         return;
     }
     let pki = pki();
@@ -126,7 +132,10 @@ async fn tls_errors_name_the_broker_and_the_reason() {
 /// client certificate it connects.
 #[tokio::test]
 async fn a_broker_requiring_a_client_certificate_refuses_one_without_as_tls() {
-    if !mosquitto_mode("a_broker_requiring_a_client_certificate_...") {
+    if !selected_broker_has(
+        "a_broker_requiring_a_client_certificate_...",
+        &[Capability::MosquittoConfig],
+    ) {
         return;
     }
     let pki = pki();

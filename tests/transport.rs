@@ -23,9 +23,10 @@ use courier_integration_tests::faults::{
     Link, RestartPlan, describe, f4_half_open_link, restart_scenario,
 };
 use courier_integration_tests::pki::pki;
-use courier_integration_tests::transport::pubsub_each_qos;
+use courier_integration_tests::transport::{highest_qos, pubsub_each_qos};
 use courier_integration_tests::{
-    BrokerOptions, TestBroker, broker, broker_with, client_id, mosquitto_mode, quick_reconnects,
+    BrokerOptions, Capability, TestBroker, broker, broker_with, client_id, needs, quick_reconnects,
+    selected_broker_has,
 };
 use courier_testkit::{ConnectProxy, FaultProxy, WsFront};
 
@@ -46,12 +47,20 @@ async fn connect_error(builder: ClientBuilder) -> ConnectError {
 
 #[tokio::test]
 async fn unix_socket_url_and_transport_carry_each_qos() {
-    if !mosquitto_mode("unix_socket_url_and_transport_carry_each_qos") {
+    if !selected_broker_has(
+        "unix_socket_url_and_transport_carry_each_qos",
+        &[Capability::UnixSocket],
+    ) {
         return;
     }
     let broker = broker_with(BrokerOptions::new().unix_socket(true)).await;
     let path = broker.unix_socket().unwrap().to_owned();
-    pubsub_each_qos(&format!("unix://{}", path.display()), |b| b).await;
+    pubsub_each_qos(
+        &format!("unix://{}", path.display()),
+        highest_qos(&broker),
+        |b| b,
+    )
+    .await;
     // The builder call: the address is not needed.
     let client = quick_reconnects()
         .client_id(client_id("unix-builder"))
@@ -154,8 +163,24 @@ async fn a_custom_transport_error_keeps_its_text_and_names_the_peer() {
 async fn websocket_carries_each_qos() {
     let broker = broker().await;
     let front = WsFront::start(addr_of(&broker)).await.unwrap();
-    pubsub_each_qos(&front.url(), |b| b).await;
+    pubsub_each_qos(&front.url(), highest_qos(&broker), |b| b).await;
     assert_eq!(front.upgrades(), 2, "both clients went through the front");
+}
+
+/// A broker's own WebSocket listener (RabbitMQ's `rabbitmq_web_mqtt`, at `/ws`), not
+/// the test kit's front: runs in the suite's RabbitMQ pass.
+#[tokio::test]
+async fn websocket_reaches_a_brokers_own_listener() {
+    let broker = broker().await;
+    if !needs(
+        &broker,
+        "websocket_reaches_a_brokers_own_listener",
+        &[Capability::WebSocketListener],
+    ) {
+        return;
+    }
+    let url = broker.web_mqtt_url().unwrap();
+    pubsub_each_qos(&url, highest_qos(&broker), |b| b).await;
 }
 
 #[tokio::test]
@@ -163,7 +188,7 @@ async fn websocket_reassembles_packets_split_across_messages() {
     let broker = broker().await;
     let front = WsFront::start(addr_of(&broker)).await.unwrap();
     front.max_message(3);
-    pubsub_each_qos(&front.url(), |b| b).await;
+    pubsub_each_qos(&front.url(), highest_qos(&broker), |b| b).await;
 }
 
 #[tokio::test]
@@ -175,7 +200,7 @@ async fn wss_carries_each_qos_with_the_clients_tls_config() {
         .unwrap();
     assert!(front.url().starts_with("wss://"));
     let tls = TlsConfig::from_pem(pki.ca_pem.as_bytes(), None).unwrap();
-    pubsub_each_qos(&front.url(), |b| b.tls(tls.clone())).await;
+    pubsub_each_qos(&front.url(), highest_qos(&broker), |b| b.tls(tls.clone())).await;
     assert_eq!(front.upgrades(), 2);
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
@@ -230,7 +255,10 @@ async fn a_proxy_tunnels_mqtt() {
     let broker = broker().await;
     let proxy = ConnectProxy::start().await.unwrap();
     let via = ProxyConfig::new("127.0.0.1", proxy.port());
-    pubsub_each_qos(&broker.url(), |b| b.proxy(via.clone())).await;
+    pubsub_each_qos(&broker.url(), highest_qos(&broker), |b| {
+        b.proxy(via.clone())
+    })
+    .await;
     assert_eq!(proxy.tunnels(), 2, "both clients went through the proxy");
 }
 
@@ -243,7 +271,7 @@ async fn a_proxy_tunnels_websocket_with_credentials() {
         .unwrap();
     let url = format!("http://alice:pr0xy-pw@127.0.0.1:{}", proxy.port());
     let via = ProxyConfig::from_url(&url).unwrap();
-    pubsub_each_qos(&front.url(), |b| b.proxy(via.clone())).await;
+    pubsub_each_qos(&front.url(), highest_qos(&broker), |b| b.proxy(via.clone())).await;
     assert_eq!((proxy.tunnels(), front.upgrades()), (2, 2));
 }
 

@@ -7,12 +7,20 @@ use courier::{
     Client, ConfigError, ConnectError, Event, PublishError, QoS, SubscribeError, TopicError,
     UnsubscribeError,
 };
-use courier_integration_tests::{BrokerKind, assert_silent, broker, client, recv_n};
+use courier_integration_tests::{Capability, assert_silent, broker, client, needs, recv_n};
 use futures_util::StreamExt;
 
 #[tokio::test]
 async fn invalid_topic_names_are_refused_and_nothing_is_sent() {
     let broker = broker().await;
+    // Its `#` spy must see no other test's messages.
+    if !needs(
+        &broker,
+        "invalid_topic_names_are_refused_and_nothing_is_sent",
+        &[Capability::OwnBroker],
+    ) {
+        return;
+    }
     let c = client(&broker, "badtopic")
         .max_packet_size(1024)
         .connect()
@@ -85,6 +93,14 @@ async fn invalid_topic_names_are_refused_and_nothing_is_sent() {
 #[tokio::test]
 async fn unusual_but_valid_topics_pass_unchanged() {
     let broker = broker().await;
+    // Its `#` subscription must see no other test's messages.
+    if !needs(
+        &broker,
+        "unusual_but_valid_topics_pass_unchanged",
+        &[Capability::OwnBroker],
+    ) {
+        return;
+    }
     let c = client(&broker, "odd").connect().await.unwrap();
     let mut everything = c.subscribe("#").await.unwrap();
     let mut topics = vec![
@@ -97,9 +113,14 @@ async fn unusual_but_valid_topics_pass_unchanged() {
         "é/ü/日本",
         "\u{feff}bom",
     ];
-    if broker.kind() == BrokerKind::Embedded {
+    if !broker.supports(Capability::NonAsciiTopics) {
         // rumqttd 0.20's router panics slicing non-ASCII topics (a broker bug).
         topics.retain(|t| t.is_ascii());
+    }
+    if !broker.supports(Capability::SpacesAndDotsInTopics) {
+        // NATS maps topics to subjects, where both are separators: it closes the
+        // connection of a client publishing such a topic.
+        topics.retain(|t| !t.contains([' ', '.']));
     }
     for topic in &topics {
         c.publish(*topic, *topic).await.unwrap();

@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{
-    BrokerOptions, TestBroker, broker, broker_with, client, client_id, eventually, needs_mosquitto,
-    quick_reconnects,
+    BrokerOptions, Capability, TestBroker, broker, broker_with, client, client_id, eventually,
+    quick_reconnects, selected_broker_has,
 };
 
 /// How a scenario's clients reach the broker.
@@ -596,15 +596,22 @@ pub struct RestartOutcome {
 /// A persistent subscriber (handler for QoS 2, stream otherwise) and a publisher
 /// stream, with the broker restarted `restarts` times spread over the stream.
 pub async fn restart_scenario(plan: &RestartPlan) -> Option<RestartOutcome> {
+    let mut capabilities = vec![Capability::Restart];
+    if !plan.kill {
+        capabilities.push(Capability::SessionsAcrossRestart);
+    }
+    if plan.qos == QoS::ExactlyOnce {
+        capabilities.push(Capability::Qos2);
+    }
+    if !selected_broker_has(plan.scenario, &capabilities) {
+        return None;
+    }
     let mut broker = broker_with(
         BrokerOptions::new()
             .persistence(!plan.kill)
             .max_queued_messages(100_000),
     )
     .await;
-    if !needs_mosquitto(&broker, plan.scenario) {
-        return None;
-    }
     let front = match plan.link {
         Link::Tcp => None,
         Link::WebSocket => Some(WsFront::start(addr_of(&broker)).await.unwrap()),

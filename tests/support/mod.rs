@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use courier::{Backoff, ClientBuilder, Message, Subscription};
-pub use courier_testkit::{BrokerKind, BrokerOptions, TestBroker};
+pub use courier_testkit::{BrokerKind, BrokerOptions, Capability, TestBroker};
 
 pub mod faults;
 pub mod pki;
@@ -112,22 +112,23 @@ pub async fn assert_silent(sub: &mut Subscription, quiet: Duration) {
     }
 }
 
-/// Run `f` only with a real Mosquitto; print why it is skipped otherwise.
-pub fn needs_mosquitto(broker: &TestBroker, test: &str) -> bool {
-    !broker.skip_unless_restartable(test)
+/// True when `broker` has every capability in `needs`; otherwise prints why
+/// `test` is skipped ([`TestBroker::skip_unless`]).
+pub fn needs(broker: &TestBroker, test: &str, needs: &[Capability]) -> bool {
+    !broker.skip_unless(test, needs)
 }
 
-/// True when the suite runs against Mosquitto; otherwise prints why `test` is skipped.
-/// For tests that need Mosquitto before a broker is started (e.g. password files).
-pub fn mosquitto_mode(test: &str) -> bool {
-    let mosquitto = matches!(
-        courier_testkit::BrokerKind::from_env(),
-        Ok(courier_testkit::BrokerKind::Mosquitto)
-    );
-    if !mosquitto {
-        eprintln!("SKIP {test}: needs a real Mosquitto, COURIER_TEST_BROKER=embedded");
+/// [`needs`] before a broker is started: for the broker the environment selects
+/// (`COURIER_TEST_BROKER`), e.g. before starting several or one with a password file.
+///
+/// # Panics
+///
+/// When `COURIER_TEST_BROKER` is invalid.
+pub fn selected_broker_has(test: &str, needs: &[Capability]) -> bool {
+    match BrokerKind::from_env() {
+        Ok(kind) => !kind.skip_unless(test, needs),
+        Err(e) => panic!("{e}"),
     }
-    mosquitto
 }
 
 /// Everything `sub` receives until it stays quiet for `quiet`, as topics with

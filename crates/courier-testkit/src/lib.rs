@@ -1,22 +1,24 @@
 //! Test support for courier-rs: an MQTT broker per test.
 //!
-//! [`TestBroker`] starts either a real Mosquitto (a child process with a
-//! generated config in a private temporary directory, on a free loopback
-//! port) or an embedded [rumqttd](https://docs.rs/rumqttd) broker running on
-//! its own OS threads. Which one is chosen by [`BrokerKind::from_env`]
-//! (the `COURIER_TEST_BROKER` environment variable, else whatever is
-//! installed), or explicitly with [`BrokerOptions::kind`].
+//! [`TestBroker`] starts a real Mosquitto or NATS server (a child process with
+//! a generated config in a private temporary directory, on a free loopback
+//! port), an embedded [rumqttd](https://docs.rs/rumqttd) broker running on
+//! its own OS threads, or a RabbitMQ node (one per test process, shared by its
+//! tests). Which one is chosen by [`BrokerKind::from_env`] (the
+//! `COURIER_TEST_BROKER` environment variable, else whatever is installed), or
+//! explicitly with [`BrokerOptions::kind`].
 //!
-//! Only Mosquitto can be stopped, killed and started again on the same port,
-//! which is what reconnect and persistence tests need; such tests should call
-//! [`TestBroker::skip_unless_restartable`] first.
+//! The brokers differ in what they support ([`BrokerKind::supports`], by
+//! [`Capability`]): only Mosquitto and NATS can be stopped, killed and started
+//! again on the same port, which is what reconnect tests need. Tests call
+//! [`TestBroker::skip_unless`] first.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use courier_testkit::TestBroker;
+//! use courier_testkit::{Capability, TestBroker};
 //!
 //! let mut broker = TestBroker::start().await?;
-//! if broker.skip_unless_restartable("reconnects_after_restart") {
+//! if broker.skip_unless("reconnects_after_restart", &[Capability::Restart]) {
 //!     return Ok(());
 //! }
 //! println!("broker at {}", broker.url());
@@ -24,6 +26,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`NatsCluster`] starts a cluster of NATS servers (routes, replicated
+//! JetStream, an MQTT listener per node) for failover tests.
 //!
 //! [`EmbeddedBroker`] starts a rumqttd broker on a given address, for example
 //! programs that need a broker on `localhost:1883` when none is running.
@@ -40,14 +45,19 @@
 //! CONNECT proxy (optionally requiring credentials) that counts its tunnels.
 
 mod broker;
+mod capability;
 mod connect_proxy;
 mod embedded;
 mod kind;
 pub mod mock;
 mod mosquitto;
 pub mod mqtt;
+mod nats;
+mod nats_cluster;
 mod options;
+mod process;
 pub mod proxy;
+mod rabbitmq;
 mod ws_front;
 
 use std::io;
@@ -55,10 +65,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 pub use broker::TestBroker;
+pub use capability::Capability;
 pub use connect_proxy::ConnectProxy;
 pub use embedded::EmbeddedBroker;
 pub use kind::BrokerKind;
 pub use mock::{MockBroker, MockConnection};
+pub use nats_cluster::NatsCluster;
 pub use options::BrokerOptions;
 pub use proxy::{Close, Direction, FaultProxy};
 pub use ws_front::WsFront;

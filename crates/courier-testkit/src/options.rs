@@ -7,6 +7,9 @@ use crate::BrokerKind;
 /// Most options configure Mosquitto. The embedded broker honours
 /// [`message_size_limit`](Self::message_size_limit) (as rumqttd's maximum
 /// packet size, so only approximately), rejects
+/// [`credentials`](Self::credentials) and ignores the rest. NATS honours
+/// [`credentials`](Self::credentials) only (its JetStream store persists
+/// anyway); RabbitMQ, one node shared by the tests of a process, rejects
 /// [`credentials`](Self::credentials) and ignores the rest.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOptions {

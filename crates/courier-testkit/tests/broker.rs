@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use courier_testkit::mqtt::{self, Packet};
-use courier_testkit::{BrokerKind, BrokerOptions, EmbeddedBroker, TestBroker, free_port};
+use courier_testkit::{
+    BrokerKind, BrokerOptions, Capability, EmbeddedBroker, TestBroker, free_port,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -21,19 +23,32 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// A broker of `kind` with these options, or `None` (test skipped) when the
+/// environment selects another kind (which may be all that is installed).
+async fn selected_or_skip(
+    kind: BrokerKind,
+    test_name: &str,
+    options: BrokerOptions,
+) -> io::Result<Option<TestBroker>> {
+    let selected = BrokerKind::from_env()?;
+    if selected != kind {
+        eprintln!(
+            "SKIP {test_name}: tests {}, COURIER_TEST_BROKER={}",
+            kind.name(),
+            selected.name()
+        );
+        return Ok(None);
+    }
+    Ok(Some(TestBroker::start_with(options.kind(kind)).await?))
+}
+
 /// A Mosquitto broker with these options, or `None` (test skipped) when the
-/// environment selects the embedded broker.
+/// environment selects another broker.
 async fn mosquitto_or_skip(
     test_name: &str,
     options: BrokerOptions,
 ) -> io::Result<Option<TestBroker>> {
-    if BrokerKind::from_env()? == BrokerKind::Embedded {
-        eprintln!("SKIP {test_name}: needs a real Mosquitto, COURIER_TEST_BROKER=embedded");
-        return Ok(None);
-    }
-    let broker = TestBroker::start_with(options.kind(BrokerKind::Mosquitto)).await?;
-    assert!(!broker.skip_unless_restartable(test_name));
-    Ok(Some(broker))
+    selected_or_skip(BrokerKind::Mosquitto, test_name, options).await
 }
 
 fn protocol_error(what: impl Into<String>) -> io::Error {
@@ -149,7 +164,7 @@ async fn mosquitto_starts_and_accepts_mqtt() -> io::Result<()> {
         return Ok(());
     };
     assert_eq!(broker.kind(), BrokerKind::Mosquitto);
-    assert!(broker.supports_restart());
+    assert!(broker.supports(Capability::Restart));
     assert_eq!(broker.host(), "127.0.0.1");
     assert_eq!(broker.url(), format!("mqtt://127.0.0.1:{}", broker.port()));
     assert!(broker.persistence_dir().is_none());
@@ -369,8 +384,8 @@ async fn embedded_test_broker_accepts_mqtt_but_cannot_restart() -> io::Result<()
         TestBroker::start_with(BrokerOptions::new().kind(BrokerKind::Embedded)).await?;
     assert_eq!(broker.kind(), BrokerKind::Embedded);
     assert_eq!(broker.url(), format!("mqtt://127.0.0.1:{}", broker.port()));
-    assert!(!broker.supports_restart());
-    assert!(broker.skip_unless_restartable("embedded_test_broker"));
+    assert!(!broker.supports(Capability::Restart));
+    assert!(broker.skip_unless("embedded_test_broker", &[Capability::Restart]));
     assert_eq!(broker.log(), "");
 
     let (mut stream, code) = mqtt_connect(broker.port(), "testkit-embedded", None).await?;
@@ -450,5 +465,126 @@ async fn start_again_reports_a_taken_port() -> io::Result<()> {
     let (stream, code) = mqtt_connect(port, "testkit-after-squatter", None).await?;
     assert_eq!(code, ACCEPTED);
     mqtt_disconnect(stream).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn nats_serves_mqtt_and_restarts_on_the_same_port_with_its_store() -> io::Result<()> {
+    let test = "nats_serves_mqtt_and_restarts_on_the_same_port_with_its_store";
+    let Some(mut broker) = selected_or_skip(BrokerKind::Nats, test, BrokerOptions::new()).await?
+    else {
+        return Ok(());
+    };
+    assert!(broker.supports(Capability::Restart));
+    assert_eq!(broker.web_mqtt_url(), None);
+    let port = broker.port();
+    let (mut stream, code) = mqtt_connect(port, "testkit-nats", None).await?;
+    assert_eq!(code, ACCEPTED, "log:\n{}", broker.log());
+    publish_retained(&mut stream, "testkit/nats/retained", b"kept").await?;
+    mqtt_disconnect(stream).await?;
+
+    broker.restart().await?;
+    assert_eq!(broker.port(), port);
+    // The retained message lives in JetStream's store, which survives the restart.
+    let (mut stream, code) = mqtt_connect(port, "testkit-nats-again", None).await?;
+    assert_eq!(code, ACCEPTED);
+    subscribe(&mut stream, "testkit/nats/retained").await?;
+    let (retain, topic, payload) = read_publish(&mut stream).await?;
+    assert!(retain);
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("testkit/nats/retained", &b"kept"[..])
+    );
+    mqtt_disconnect(stream).await?;
+
+    broker.kill().await?;
+    assert!(TcpStream::connect(loopback(port)).await.is_err());
+    broker.start_again().await?;
+    let log = broker.log();
+    assert_eq!(log.matches("Server is ready").count(), 3, "log:\n{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn nats_credentials_are_enforced() -> io::Result<()> {
+    let Some(broker) = selected_or_skip(
+        BrokerKind::Nats,
+        "nats_credentials_are_enforced",
+        BrokerOptions::new().credentials("alice", "s3cret"),
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let port = broker.port();
+    let (_, anonymous) = mqtt_connect(port, "testkit-nats-anon", None).await?;
+    let (_, wrong) = mqtt_connect(port, "testkit-nats-wrong", Some(("alice", "nope"))).await?;
+    let (stream, right) =
+        mqtt_connect(port, "testkit-nats-right", Some(("alice", "s3cret"))).await?;
+    assert_eq!(right, ACCEPTED, "log:\n{}", broker.log());
+    assert_ne!(anonymous, ACCEPTED);
+    assert_ne!(wrong, ACCEPTED);
+    mqtt_disconnect(stream).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rabbitmq_node_is_shared_and_serves_mqtt_and_web_mqtt() -> io::Result<()> {
+    let test = "rabbitmq_node_is_shared_and_serves_mqtt_and_web_mqtt";
+    let Some(mut first) =
+        selected_or_skip(BrokerKind::RabbitMq, test, BrokerOptions::new()).await?
+    else {
+        return Ok(());
+    };
+    let second = TestBroker::start_with(BrokerOptions::new().kind(BrokerKind::RabbitMq)).await?;
+    assert_eq!(first.port(), second.port(), "one node per test process");
+    assert!(first.skip_unless(test, &[Capability::Restart]));
+    assert_eq!(
+        first.stop().await.err().map(|e| e.kind()),
+        Some(io::ErrorKind::Unsupported)
+    );
+    let (mut stream, code) = mqtt_connect(first.port(), "testkit-rabbit", None).await?;
+    assert_eq!(code, ACCEPTED, "log:\n{}", first.log());
+    publish_retained(&mut stream, "testkit/rabbit/retained", b"kept").await?;
+    subscribe(&mut stream, "testkit/rabbit/retained").await?;
+    let (_, topic, payload) = read_publish(&mut stream).await?;
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("testkit/rabbit/retained", &b"kept"[..])
+    );
+    mqtt_disconnect(stream).await?;
+
+    let no_endpoint = || io::Error::other("RabbitMQ has no Web MQTT endpoint");
+    let url = first.web_mqtt_url().ok_or_else(no_endpoint)?;
+    let ws_port = first.web_mqtt_port().ok_or_else(no_endpoint)?;
+    assert_eq!(url, format!("ws://127.0.0.1:{ws_port}/ws"));
+    // The endpoint answers a WebSocket upgrade for the `mqtt` subprotocol.
+    let mut ws = TcpStream::connect(loopback(ws_port)).await?;
+    ws.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{ws_port}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut response = [0u8; 256];
+    let n = timeout(IO_TIMEOUT, ws.read(&mut response))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no upgrade response"))??;
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+
+    let with_credentials = TestBroker::start_with(
+        BrokerOptions::new()
+            .kind(BrokerKind::RabbitMq)
+            .credentials("alice", "s3cret"),
+    )
+    .await;
+    assert_eq!(
+        with_credentials.err().map(|e| e.kind()),
+        Some(io::ErrorKind::Unsupported)
+    );
     Ok(())
 }

@@ -54,7 +54,8 @@
 //! [publishing](guides::publish), [subscribing](guides::subscribe),
 //! [middleware](guides::middleware), [telemetry](guides::otel),
 //! [reliability](guides::reliability), [scaling](guides::scaling),
-//! [testing](guides::testing), [custom codecs](guides::custom_codec) and
+//! [testing](guides::testing), [interoperability](guides::interop),
+//! [custom codecs](guides::custom_codec) and
 //! [benchmarks](guides::benchmarks).
 //!
 //! ## Features
@@ -266,6 +267,7 @@ pub use courier_core::codec::transform::Gzip;
 /// | [Telemetry](guides::otel) | OpenTelemetry spans, metrics and trace propagation |
 /// | [Reliability](guides::reliability) | what is promised per QoS and session setting, and what is not |
 /// | [Scaling](guides::scaling) | pools, broker clusters, resolvers, shared subscriptions, failover |
+/// | [Interoperability](guides::interop) | Mosquitto, NATS, RabbitMQ, rumqttd: what passes where, each broker's deviations, running the suite against one |
 /// | [Testing](guides::testing) | unit tests without a broker: the fake broker, injected messages, failures, connection loss |
 /// | [Custom codecs](guides::custom_codec) | writing a codec, chaining codecs, byte transforms |
 /// | [Benchmarks](guides::benchmarks) | what is measured against raw rumqttc, the figures, how to reproduce them |
@@ -287,6 +289,7 @@ pub mod guides {
     guide!(reliability, "reliability.md");
     guide!(scaling, "scaling.md");
     guide!(testing, "testing.md");
+    guide!(interop, "interop.md");
     guide!(custom_codec, "custom-codec.md");
     guide!(benchmarks, "benchmarks.md");
 }
