@@ -55,8 +55,8 @@ use courier::{
 };
 use courier_integration_tests::faults::{
     Arrivals, EventLog, Link, Metrics, Publisher, RestartOutcome, RestartPlan, Rng, Stream,
-    StreamRig, addr_of, client_at, describe, f4_half_open_link, is_connected, is_disconnected, ms,
-    payload, restart_scenario, secs, spawn_collector,
+    StreamRig, addr_of, client_at, describe, f1_restarts_lose_no_qos1_message, f4_half_open_link,
+    is_connected, is_disconnected, ms, payload, restart_scenario, secs, spawn_collector,
 };
 use courier_integration_tests::{
     BrokerOptions, Capability, broker, broker_with, client, eventually, needs, selected_broker_has,
@@ -79,25 +79,7 @@ use tokio::time::Instant;
 /// duplicates reported and bounded by restarts × (inflight + broker inflight).
 #[tokio::test]
 async fn f1_sigterm_restarts_lose_no_qos1_message() {
-    let plan = RestartPlan {
-        link: Link::Tcp,
-        scenario: "F1",
-        qos: QoS::AtLeastOnce,
-        n: 2000,
-        restarts: 5,
-        kill: false,
-    };
-    let Some(out) = restart_scenario(&plan).await else {
-        return;
-    };
-    out.metrics.print("F1");
-    assert!(out.errors.is_empty(), "{}", describe(&out.errors));
-    assert_eq!(out.metrics.hung, 0);
-    assert_eq!(out.metrics.lost, 0);
-    assert!(out.complete);
-    assert!(out.metrics.duplicated <= 5 * (20 + 20));
-    assert_eq!(out.publisher_sessions, vec![true; 5]);
-    assert_eq!(out.subscriber_sessions, vec![true; 5]);
+    f1_restarts_lose_no_qos1_message(Link::Tcp).await;
 }
 
 /// F2. Plan: F1 at QoS 2 with 5,000 messages. Scaled: 5 restarts over 1,000 messages.

@@ -20,7 +20,7 @@ use courier::{
     UnixSocket,
 };
 use courier_integration_tests::faults::{
-    Link, RestartPlan, describe, f4_half_open_link, restart_scenario,
+    Link, f1_restarts_lose_no_qos1_message, f4_half_open_link,
 };
 use courier_integration_tests::pki::pki;
 use courier_integration_tests::transport::{highest_qos, pubsub_each_qos};
@@ -324,24 +324,7 @@ async fn an_unreachable_proxy_is_a_proxy_error() {
 /// stream of 2,000 QoS 1 publishes; lost = 0, every publish Ok, sessions kept.
 #[tokio::test]
 async fn f1_ws_broker_restarts_lose_no_qos1_message() {
-    let plan = RestartPlan {
-        scenario: "F1",
-        link: Link::WebSocket,
-        qos: QoS::AtLeastOnce,
-        n: 2000,
-        restarts: 5,
-        kill: false,
-    };
-    let Some(out) = restart_scenario(&plan).await else {
-        return;
-    };
-    out.metrics.print(&Link::WebSocket.label("F1"));
-    assert!(out.errors.is_empty(), "{}", describe(&out.errors));
-    assert_eq!(out.metrics.hung, 0);
-    assert_eq!(out.metrics.lost, 0);
-    assert!(out.complete);
-    assert_eq!(out.publisher_sessions, vec![true; 5]);
-    assert_eq!(out.subscriber_sessions, vec![true; 5]);
+    f1_restarts_lose_no_qos1_message(Link::WebSocket).await;
 }
 
 /// F4 over WebSocket: the link behind the front goes silent; keep-alive detects it

@@ -827,6 +827,36 @@ fn resent_after_pubrel(wire: &[courier_testkit::proxy::CapturedPacket]) -> HashS
 ///
 /// # Panics
 ///
+/// F1 over `link`: 5 SIGTERM restarts of a persistent broker spread over a stream of
+/// 2,000 QoS 1 publishes (inflight 20): lost = 0, hung = 0, every publish `Ok`, the
+/// sessions present after each restart, duplicates bounded by restarts × (the
+/// client's inflight + the broker's).
+///
+/// # Panics
+///
+/// When a promise is broken.
+pub async fn f1_restarts_lose_no_qos1_message(link: Link) {
+    let plan = RestartPlan {
+        link,
+        scenario: "F1",
+        qos: QoS::AtLeastOnce,
+        n: 2000,
+        restarts: 5,
+        kill: false,
+    };
+    let Some(out) = restart_scenario(&plan).await else {
+        return;
+    };
+    out.metrics.print(&link.label("F1"));
+    assert!(out.errors.is_empty(), "{}", describe(&out.errors));
+    assert_eq!(out.metrics.hung, 0);
+    assert_eq!(out.metrics.lost, 0);
+    assert!(out.complete);
+    assert!(out.metrics.duplicated <= 5 * (20 + 20));
+    assert_eq!(out.publisher_sessions, vec![true; 5]);
+    assert_eq!(out.subscriber_sessions, vec![true; 5]);
+}
+
 /// When a promise is broken.
 pub async fn f4_half_open_link(link: Link) {
     const KA: u64 = 2;

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::serve_until_cancelled;
+
 /// The most bytes of a request header read.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -64,7 +66,14 @@ impl ConnectProxy {
             refused: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         });
-        tokio::spawn(accept_loop(Arc::clone(&shared), listener));
+        tokio::spawn(serve_until_cancelled(
+            listener,
+            shared.shutdown.clone(),
+            Arc::clone(&shared),
+            |shared, client| async move {
+                let _ = serve(&shared, client).await;
+            },
+        ));
         Ok(ConnectProxy { addr, shared })
     }
 
@@ -92,24 +101,6 @@ impl ConnectProxy {
 impl Drop for ConnectProxy {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shared.shutdown.cancelled() => return,
-        };
-        let Ok((client, _)) = accepted else { continue };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let token = shared.shutdown.child_token();
-            tokio::select! {
-                _ = serve(&shared, client) => {}
-                () = token.cancelled() => {}
-            }
-        });
     }
 }
 

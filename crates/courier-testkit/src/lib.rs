@@ -44,6 +44,7 @@
 //! given certificates) before a broker's TCP port, and [`ConnectProxy`] is an HTTP
 //! CONNECT proxy (optionally requiring credentials) that counts its tunnels.
 
+mod accept;
 mod broker;
 mod capability;
 mod connect_proxy;

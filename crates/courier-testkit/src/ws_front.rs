@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::serve_until_cancelled;
+
 /// The WebSocket path a front serves unless told otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/mqtt";
 
@@ -111,7 +113,14 @@ impl WsFront {
             shutdown: CancellationToken::new(),
         });
         let tls = shared.tls.is_some();
-        tokio::spawn(accept_loop(Arc::clone(&shared), listener));
+        tokio::spawn(serve_until_cancelled(
+            listener,
+            shared.shutdown.clone(),
+            Arc::clone(&shared),
+            |shared, tcp| async move {
+                serve(&shared, tcp).await;
+            },
+        ));
         Ok(WsFront { addr, tls, shared })
     }
 
@@ -176,24 +185,6 @@ impl std::fmt::Debug for WsFront {
 impl Drop for WsFront {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shared.shutdown.cancelled() => return,
-        };
-        let Ok((tcp, _)) = accepted else { continue };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let token = shared.shutdown.child_token();
-            tokio::select! {
-                () = serve(&shared, tcp) => {}
-                () = token.cancelled() => {}
-            }
-        });
     }
 }
 

@@ -256,21 +256,20 @@ fn parse(input: &str) -> Result<BrokerUrl, AddressProblem> {
         Some(_) if username.is_none() => return Err(invalid("a password without a user name")),
         Some(p) => Some(decode(p).ok_or_else(|| invalid("the password is not UTF-8"))?),
     };
-    let mut parsed = BrokerUrl {
-        host,
-        port: url.port().unwrap_or(default_port),
-        tls,
-        route,
-        username,
-        password,
-        client_id: None,
-        keep_alive: None,
-        clean_session: None,
-    };
-    for (key, value) in url.query_pairs() {
-        apply_option(&mut parsed, &key, value)?;
-    }
-    Ok(parsed)
+    with_query_options(
+        BrokerUrl {
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+            route,
+            username,
+            password,
+            client_id: None,
+            keep_alive: None,
+            clean_session: None,
+        },
+        &url,
+    )
 }
 
 /// A `unix:///path/to.sock` URL: a path, no host, port or credentials.
@@ -293,17 +292,24 @@ fn parse_unix(
     if matches!(path.as_str(), "" | "/") {
         return Err(invalid("no socket path: unix:///path/to.sock"));
     }
-    let mut parsed = BrokerUrl {
-        host: String::new(),
-        port: 0,
-        tls: false,
-        route: Route::Unix(path),
-        username: None,
-        password: None,
-        client_id: None,
-        keep_alive: None,
-        clean_session: None,
-    };
+    with_query_options(
+        BrokerUrl {
+            host: String::new(),
+            port: 0,
+            tls: false,
+            route: Route::Unix(path),
+            username: None,
+            password: None,
+            client_id: None,
+            keep_alive: None,
+            clean_session: None,
+        },
+        url,
+    )
+}
+
+/// `parsed` with the options of `url`'s query applied.
+fn with_query_options(mut parsed: BrokerUrl, url: &Url) -> Result<BrokerUrl, AddressProblem> {
     for (key, value) in url.query_pairs() {
         apply_option(&mut parsed, &key, value)?;
     }
