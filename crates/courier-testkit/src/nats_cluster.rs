@@ -13,7 +13,7 @@ use tokio::time::{Instant, sleep, timeout};
 use crate::kind::find_nats_server;
 use crate::nats::spec;
 use crate::process::{BrokerProcess, context, temp_dir, write_file};
-use crate::{HOST, POLL_INTERVAL, free_port, loopback, mqtt};
+use crate::{HOST, POLL_INTERVAL, PORT_ATTEMPTS, free_port, loopback, mqtt};
 
 /// How long a cluster may take until every node accepts MQTT clients (a
 /// JetStream meta leader elected, the MQTT streams created and replicated).
@@ -67,6 +67,21 @@ impl NatsCluster {
             ));
         }
         let binary = find_nats_server()?;
+        // A port found free can be taken before a node binds it (by a connection's
+        // ephemeral port, say): start the whole cluster again on other ports.
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            match NatsCluster::start_on_free_ports(size, &binary).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("the NATS cluster did not start")))
+    }
+
+    /// One attempt of [`start`](Self::start): `size` nodes on ports free a moment ago.
+    async fn start_on_free_ports(size: usize, binary: &Path) -> io::Result<NatsCluster> {
         let dir = temp_dir("courier-testkit-nats-cluster-")?;
         let ports = (0..size)
             .map(|_| {
@@ -84,7 +99,7 @@ impl NatsCluster {
             let config = render_config(index, &ports, &node_dir);
             let config_path = write_file(&node_dir, "nats.conf", &config)?;
             nodes.push(BrokerProcess::new(
-                spec(binary.clone(), &config_path, &node_dir),
+                spec(binary.to_path_buf(), &config_path, &node_dir),
                 own.mqtt,
             ));
         }
