@@ -221,24 +221,22 @@ mod tests {
             Some(Path::new("/tmp/x/passwd")),
             Some(Path::new("/tmp/x/mosquitto.sock")),
         );
-        for expected in [
-            "listener 4321 127.0.0.1",
-            "listener 0 /tmp/x/mosquitto.sock",
-            "allow_anonymous false",
-            "password_file /tmp/x/passwd",
-            "persistence true",
-            "persistence_location /tmp/x/persistence/",
-            "max_inflight_messages 7",
-            "max_queued_messages 9",
-            "message_size_limit 1000",
-            "log_dest file /tmp/x/mosquitto.log",
-            "log_type all",
-            "retain_available true",
-        ] {
-            assert!(
-                config.lines().any(|line| line == expected),
-                "missing {expected:?} in:\n{config}"
-            );
-        }
+        crate::process::assert_config_lines(
+            &config,
+            &[
+                "listener 4321 127.0.0.1",
+                "listener 0 /tmp/x/mosquitto.sock",
+                "allow_anonymous false",
+                "password_file /tmp/x/passwd",
+                "persistence true",
+                "persistence_location /tmp/x/persistence/",
+                "max_inflight_messages 7",
+                "max_queued_messages 9",
+                "message_size_limit 1000",
+                "log_dest file /tmp/x/mosquitto.log",
+                "log_type all",
+                "retain_available true",
+            ],
+        );
     }
 }

@@ -103,17 +103,15 @@ mod tests {
     fn config_has_mqtt_jetstream_and_credentials() {
         let options = BrokerOptions::new().credentials("svc", "p\"w");
         let config = render_config(&options, 4321, Path::new("/tmp/x"));
-        for expected in [
-            "server_name: courier-testkit-4321",
-            "listen: 127.0.0.1:-1",
-            "jetstream { store_dir: \"/tmp/x/jetstream\" }",
-            "mqtt { listen: \"127.0.0.1:4321\" }",
-            "authorization { user: \"svc\", password: \"p\\\"w\" }",
-        ] {
-            assert!(
-                config.lines().any(|line| line == expected),
-                "missing {expected:?} in:\n{config}"
-            );
-        }
+        crate::process::assert_config_lines(
+            &config,
+            &[
+                "server_name: courier-testkit-4321",
+                "listen: 127.0.0.1:-1",
+                "jetstream { store_dir: \"/tmp/x/jetstream\" }",
+                "mqtt { listen: \"127.0.0.1:4321\" }",
+                "authorization { user: \"svc\", password: \"p\\\"w\" }",
+            ],
+        );
     }
 }

@@ -280,17 +280,15 @@ mod tests {
             NodePorts { mqtt: 3, route: 13 },
         ];
         let config = render_config(1, &ports, Path::new("/tmp/n1"));
-        for expected in [
-            "server_name: courier-testkit-1-2",
-            "mqtt { listen: \"127.0.0.1:2\", stream_replicas: 3 }",
-            "  listen: \"127.0.0.1:12\"",
-            "  routes: [\"nats-route://127.0.0.1:11\", \"nats-route://127.0.0.1:13\"]",
-            "jetstream { store_dir: \"/tmp/n1/jetstream\" }",
-        ] {
-            assert!(
-                config.lines().any(|line| line == expected),
-                "missing {expected:?} in:\n{config}"
-            );
-        }
+        crate::process::assert_config_lines(
+            &config,
+            &[
+                "server_name: courier-testkit-1-2",
+                "mqtt { listen: \"127.0.0.1:2\", stream_replicas: 3 }",
+                "  listen: \"127.0.0.1:12\"",
+                "  routes: [\"nats-route://127.0.0.1:11\", \"nats-route://127.0.0.1:13\"]",
+                "jetstream { store_dir: \"/tmp/n1/jetstream\" }",
+            ],
+        );
     }
 }

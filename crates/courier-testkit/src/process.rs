@@ -452,6 +452,17 @@ pub(crate) async fn start_on_free_port(
     Err(last_error.unwrap_or_else(|| io::Error::other(format!("{name} did not start"))))
 }
 
+/// Test helper: `config` has each of `expected` as a whole line.
+#[cfg(test)]
+pub(crate) fn assert_config_lines(config: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(
+            config.lines().any(|l| l == *line),
+            "missing {line:?} in:\n{config}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

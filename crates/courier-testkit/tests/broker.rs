@@ -405,16 +405,7 @@ async fn embedded_test_broker_accepts_mqtt_but_cannot_restart() -> io::Result<()
         );
     }
 
-    let with_credentials = TestBroker::start_with(
-        BrokerOptions::new()
-            .kind(BrokerKind::Embedded)
-            .credentials("alice", "s3cret"),
-    )
-    .await;
-    assert_eq!(
-        with_credentials.err().map(|e| e.kind()),
-        Some(io::ErrorKind::Unsupported)
-    );
+    assert_refuses_credentials(BrokerKind::Embedded).await;
     Ok(())
 }
 
@@ -576,15 +567,21 @@ async fn rabbitmq_node_is_shared_and_serves_mqtt_and_web_mqtt() -> io::Result<()
     let response = String::from_utf8_lossy(&response[..n]);
     assert!(response.starts_with("HTTP/1.1 101"), "{response}");
 
+    assert_refuses_credentials(BrokerKind::RabbitMq).await;
+    Ok(())
+}
+
+/// Starting a `kind` broker with credentials is `Unsupported`: it cannot enforce them.
+async fn assert_refuses_credentials(kind: BrokerKind) {
     let with_credentials = TestBroker::start_with(
         BrokerOptions::new()
-            .kind(BrokerKind::RabbitMq)
+            .kind(kind)
             .credentials("alice", "s3cret"),
     )
     .await;
     assert_eq!(
         with_credentials.err().map(|e| e.kind()),
-        Some(io::ErrorKind::Unsupported)
+        Some(io::ErrorKind::Unsupported),
+        "{kind:?}"
     );
-    Ok(())
 }
